@@ -1,0 +1,1 @@
+"""dmtwin core: a pure, deterministic, event-sourced model of Hyper-V Dynamic Memory."""

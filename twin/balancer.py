@@ -1,0 +1,182 @@
+"""One balancing round: from a host's state to decisions, vectorised over the host's VMs.
+
+``plan`` is a pure function. The policy (``twin.policies``) chooses targets; the mechanism here
+enforces what every policy must respect (DOMAIN.md §1.4, §1.5, §2.4):
+
+1. One transaction in flight per VM: a VM waiting for its guest's answer is left alone.
+2. Never below Minimum nor, for a minute, below where the guest last refused to balloon; never above
+   Maximum; guests without hot-add (or whose hot-add failed for good) only get ballooned memory
+   back, so never more than they have seen.
+3. Never more assigned than total − reserve: growth is paid from free memory only, in order of
+   weight, then pressure; reclaimed memory is free only once the guest has answered.
+4. Memory comes back by unballooning first, and only then by hot-add, in multiples of the guest's
+   hot-add alignment (§1.5). Balloon requests are in 2 MiB units and at most 585,728 pages.
+5. Hysteresis: growth needs a gap of 5 % (32 MiB if the guest is short of memory, at least); removal
+   needs 10 % (≥ 64 MiB), and under ``hyperv`` only when the host is short or the surplus has
+   lasted a minute (Hyper-V reclaims late, §1.4).
+6. Smart Paging ends as soon as free memory can back the paged pages, or once they were ballooned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .events import (
+    BalloonTargetSet,
+    MemoryAdditionRequested,
+    SmartPagingEnded,
+    UnballoonRequested,
+)
+from .policies import POLICIES, Snapshot
+from .state import NO_DATA, Col, HostState, Pending, pressure_percent
+
+__all__ = ["BalancerParams", "PARAMS", "plan", "Decision"]
+
+Decision = BalloonTargetSet | UnballoonRequested | MemoryAdditionRequested | SmartPagingEnded
+
+
+@dataclass(frozen=True)
+class BalancerParams:
+    """The mechanism's knobs, units in their names."""
+
+    grow_deadband_percent: int = 5
+    grow_deadband_mib: int = 32
+    shrink_deadband_percent: int = 10
+    shrink_deadband_mib: int = 64
+    reclaim_after_ms: int = 60_000
+    """Idle surplus is reclaimed only after it lasted this long (unless the host is short)."""
+    balloon_unit_mib: int = 2
+    """The host balloons in 2 MB units (hv_balloon.c, DOMAIN.md §1.5)."""
+    max_balloon_mib: int = 2288
+    """585,728 pages: the most Windows returns in one answer (QEMU hv-balloon.c, §1.5)."""
+    max_add_mib: int = 2048
+    """Hot-add and unballoon in pieces of at most 2 GiB (QEMU hv-balloon.c, §1.5)."""
+
+
+PARAMS: dict[str, BalancerParams] = {
+    "hyperv": BalancerParams(),
+    "squeezed": BalancerParams(reclaim_after_ms=0),
+    "mom": BalancerParams(reclaim_after_ms=0, grow_deadband_percent=0, grow_deadband_mib=1,
+                          shrink_deadband_percent=0, shrink_deadband_mib=1),
+    "esx": BalancerParams(reclaim_after_ms=0),
+}
+
+
+def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decision]:
+    """Decisions of one round on ``state`` at event time ``at_ms`` (sequence numbers assigned)."""
+    name = policy or state.policy
+    params = PARAMS[name]
+    rows = state.vms.rows
+    if len(rows) == 0:
+        return []
+    names = state.vms.names
+    decisions: list[Decision] = []
+    free = state.free_mib()
+
+    idle = rows[:, Col.PENDING] == Pending.NONE
+    paging = rows[:, Col.PAGING]
+    ending = np.flatnonzero(idle & (rows[:, Col.SMART_PAGING] == 1))
+    for i in ending:
+        backed = int(paging[i])
+        if backed <= free:
+            free -= backed
+            decisions.append(SmartPagingEnded(at_ms=at_ms, host=state.name, vm=names[i],
+                                              seq=_next_seq(state, names[i]), backed_mib=backed))
+    eligible = idle & (rows[:, Col.DM_ENABLED] == 1) & (rows[:, Col.DEMAND] != NO_DATA)
+    if len(decisions):
+        eligible[[state.vms.index[d.vm] for d in decisions]] = False
+    idx = np.flatnonzero(eligible)
+    if len(idx) == 0:
+        return decisions
+
+    sub = rows[idx]
+    assigned = sub[:, Col.ASSIGNED]
+    demand = sub[:, Col.DEMAND]
+    visible = sub[:, Col.VISIBLE]
+    paged = sub[:, Col.PAGING]
+    can_balloon = sub[:, Col.CAN_BALLOON] == 1
+    can_add = (sub[:, Col.CAN_HOT_ADD] == 1) & (sub[:, Col.HOT_ADD_BLOCKED] == 0) & (sub[:, Col.RETRY_AT] <= at_ms)
+    floor = np.where(sub[:, Col.FLOOR_UNTIL] > at_ms, sub[:, Col.FLOOR], 0)
+    lower = np.where(can_balloon, np.maximum(sub[:, Col.MINIMUM], floor), assigned)
+    lower = np.minimum(lower, assigned)
+    upper = np.where(can_add, sub[:, Col.MAXIMUM] - paged, visible - paged)
+    upper = np.maximum(upper, assigned)
+    snapshot = Snapshot(
+        assigned=assigned, demand=demand, available=sub[:, Col.AVAILABLE], minimum=sub[:, Col.MINIMUM],
+        maximum=sub[:, Col.MAXIMUM], buffer_percent=sub[:, Col.BUFFER_PERCENT], weight=sub[:, Col.WEIGHT],
+        lower=lower, upper=upper, budget_mib=free + int(assigned.sum()), free_mib=free,
+        capacity_mib=state.capacity_mib)
+    target = np.clip(POLICIES[name](snapshot), lower, upper)
+    delta = target - assigned
+
+    grow_band = np.maximum(params.grow_deadband_mib, assigned * params.grow_deadband_percent // 100)
+    short = demand > assigned  # Warning: a smaller step is worth it, the guest is paging
+    grow = delta >= np.where(short, params.grow_deadband_mib, grow_band)
+    want = np.where(grow, delta, 0)
+    host_short = int(want.sum()) > free
+    shrink_band = np.maximum(params.shrink_deadband_mib, assigned * params.shrink_deadband_percent // 100)
+    since = sub[:, Col.SURPLUS_SINCE]
+    lasted = (since != NO_DATA) & (at_ms - since >= params.reclaim_after_ms)
+    shrink = (-delta >= shrink_band) & (host_short | lasted | (params.reclaim_after_ms == 0))
+
+    # Grow in order of weight, then pressure (most pressed first), then row: all deterministic.
+    pressure = (200 * demand + assigned) // (2 * np.maximum(assigned, 1))
+    order = np.lexsort((np.arange(len(idx)), -pressure, -sub[:, Col.WEIGHT]))
+    for j in order[want[order] > 0]:
+        if free <= 0:
+            break
+        decision = _grow(state, int(idx[j]), int(want[j]), free, name, at_ms)
+        if decision is not None:
+            free -= decision.return_mib if isinstance(decision, UnballoonRequested) else decision.add_mib
+            decisions.append(decision)
+
+    for j in np.flatnonzero(shrink):
+        i = int(idx[j])
+        remove = min(int(-delta[j]), params.max_balloon_mib) // params.balloon_unit_mib * params.balloon_unit_mib
+        if remove > 0:
+            physical = max(0, remove - int(paged[j]))
+            decisions.append(BalloonTargetSet(
+                at_ms=at_ms, host=state.name, vm=names[i], seq=_next_seq(state, names[i]), remove_mib=remove,
+                target_mib=int(assigned[j]) - physical,
+                reason=_reason(name, int(demand[j]), int(assigned[j]), int(target[j]),
+                               "host short" if host_short else "surplus")))
+    return decisions
+
+
+def _grow(state: HostState, i: int, want: int, free: int, policy: str,
+          at_ms: int) -> UnballoonRequested | MemoryAdditionRequested | None:
+    """Unballoon first; hot-add (aligned) only once the balloon is empty (DOMAIN.md §1.5)."""
+    params = PARAMS[policy]
+    row = state.vms.data[i]
+    name = state.vms.names[i]
+    assigned, demand = int(row[Col.ASSIGNED]), int(row[Col.DEMAND])
+    grant = min(want, free, params.max_add_mib)
+    ballooned = int(row[Col.VISIBLE] - row[Col.ASSIGNED] - row[Col.PAGING])
+    why = "short of memory" if demand > assigned else "below ideal"
+    if ballooned > 0:
+        amount = min(grant, ballooned)
+        return UnballoonRequested(at_ms=at_ms, host=state.name, vm=name, seq=_next_seq(state, name),
+                                  return_mib=amount, target_mib=assigned + amount,
+                                  reason=_reason(policy, demand, assigned, assigned + want, why))
+    align = int(row[Col.ALIGNMENT])
+    room = min(free, params.max_add_mib, int(row[Col.MAXIMUM] - row[Col.ASSIGNED] - row[Col.PAGING]))
+    amount = -(-grant // align) * align
+    if amount > room:
+        amount = room // align * align
+    if amount <= 0:
+        return None
+    return MemoryAdditionRequested(at_ms=at_ms, host=state.name, vm=name, seq=_next_seq(state, name),
+                                   add_mib=amount, target_mib=assigned + amount,
+                                   reason=_reason(policy, demand, assigned, assigned + want, why))
+
+
+def _reason(policy: str, demand: int, assigned: int, target: int, why: str) -> str:
+    return (f"{policy}: {why}; demand {demand} MiB, assigned {assigned} MiB, "
+            f"pressure {pressure_percent(demand, assigned)}%, target {target} MiB")
+
+
+def _next_seq(state: HostState, vm: str) -> int:
+    """The VM's next decision number (a round makes at most one decision per VM)."""
+    return state.last_seq.get(vm, 0) + 1

@@ -1,0 +1,301 @@
+"""The twin's events: everything that enters the log and everything the balancer decides.
+
+Every event is a strict, frozen pydantic model with a ``type`` tag and a schema version ``v``.
+Memory amounts are whole MiB (Hyper-V's counters use MB = 2^20 bytes, DOMAIN.md conventions) and
+every such field says so with a ``_mib`` suffix. Time is event time, ``at_ms``: milliseconds since
+the Unix epoch, never read from a clock.
+
+Inputs come from the host (host and VM lifecycle), from guests (DM_STATUS_REPORT and the answers to
+the balancer's requests, DOMAIN.md §2.4) and from the balancer's own clock (``balancer.tick``).
+Decisions are what the balancer did; each carries a per-VM sequence number ``seq`` so that an
+actuator can apply it exactly once, and guests' answers name the ``seq`` they answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Mib",
+    "MemorySettings",
+    "GuestCapabilities",
+    "HostJoined",
+    "HostMemoryChanged",
+    "VmStarted",
+    "VmStopped",
+    "VmRestarted",
+    "VmSettingsChanged",
+    "GuestStatusReported",
+    "BalloonResponded",
+    "UnballoonResponded",
+    "HotAddResponded",
+    "BalancerTicked",
+    "BalloonTargetSet",
+    "UnballoonRequested",
+    "MemoryAdditionRequested",
+    "SmartPagingStarted",
+    "SmartPagingEnded",
+    "InputEvent",
+    "Decision",
+    "Event",
+    "EVENT_ADAPTER",
+    "INPUT_TYPES",
+    "DECISION_TYPES",
+    "POLICY_NAMES",
+]
+
+SCHEMA_VERSION = 1
+MAX_MIB = 1 << 30  # 1 PiB: far above any host; larger values are typos or unit mix-ups.
+
+Mib = Annotated[int, Field(ge=0, le=MAX_MIB)]
+"""A non-negative amount of memory in MiB."""
+PositiveMib = Annotated[int, Field(gt=0, le=MAX_MIB)]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s].*$")]
+PolicyName = Literal["hyperv", "squeezed", "mom", "esx"]
+POLICY_NAMES: tuple[str, ...] = ("hyperv", "squeezed", "mom", "esx")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+class _Event(_Model):
+    v: Literal[1] = 1
+    at_ms: Annotated[int, Field(ge=0)]
+    host: Name
+
+
+class _VmEvent(_Event):
+    vm: Name
+
+
+class _Decision(_VmEvent):
+    seq: Annotated[int, Field(ge=1)]
+
+
+class MemorySettings(_Model):
+    """A VM's memory settings (Hyper-V Manager / ``Set-VMMemory``, DOMAIN.md §1.1)."""
+
+    dynamic_memory_enabled: bool = True
+    startup_mib: PositiveMib
+    minimum_mib: Annotated[int, Field(ge=32, le=MAX_MIB)]
+    maximum_mib: PositiveMib
+    buffer_percent: Annotated[int, Field(ge=5, le=2000)] = 20
+    weight: Annotated[int, Field(ge=0, le=10000)] = 5000
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MemorySettings:
+        if self.minimum_mib > self.startup_mib:
+            raise ValueError(
+                f"minimum_mib={self.minimum_mib} must not exceed startup_mib={self.startup_mib}"
+            )
+        if self.startup_mib > self.maximum_mib:
+            raise ValueError(
+                f"startup_mib={self.startup_mib} must not exceed maximum_mib={self.maximum_mib}"
+            )
+        return self
+
+
+class GuestCapabilities(_Model):
+    """What the guest announced in DM_CAPABILITIES_REPORT (DOMAIN.md §2.4)."""
+
+    balloon: bool = True
+    hot_add: bool = True
+    hot_add_alignment_mib: Annotated[int, Field(ge=1, le=1 << 15)] = 128
+
+    @model_validator(mode="after")
+    def _power_of_two(self) -> GuestCapabilities:
+        alignment = self.hot_add_alignment_mib
+        if alignment & (alignment - 1):
+            raise ValueError(f"hot_add_alignment_mib={alignment} must be a power of two (2^n MB)")
+        return self
+
+
+# --- inputs: host and VM lifecycle -------------------------------------------------------------
+
+
+class HostJoined(_Event):
+    """A host joins the twin with its physical memory and the reserve kept for the parent partition."""
+
+    type: Literal["host.joined"] = "host.joined"
+    total_mib: PositiveMib
+    reserve_mib: Mib
+    policy: PolicyName = "hyperv"
+
+    @model_validator(mode="after")
+    def _reserve_below_total(self) -> HostJoined:
+        if self.reserve_mib >= self.total_mib:
+            raise ValueError(f"reserve_mib={self.reserve_mib} must be below total_mib={self.total_mib}")
+        return self
+
+
+class HostMemoryChanged(_Event):
+    """The host's physical memory or its reserve changed (memory added, reserve re-computed)."""
+
+    type: Literal["host.memory_changed"] = "host.memory_changed"
+    total_mib: PositiveMib
+    reserve_mib: Mib
+
+    @model_validator(mode="after")
+    def _reserve_below_total(self) -> HostMemoryChanged:
+        if self.reserve_mib >= self.total_mib:
+            raise ValueError(f"reserve_mib={self.reserve_mib} must be below total_mib={self.total_mib}")
+        return self
+
+
+class VmStarted(_VmEvent):
+    """A VM is started from Off with its settings and its guest's capabilities."""
+
+    type: Literal["vm.started"] = "vm.started"
+    settings: MemorySettings
+    capabilities: GuestCapabilities = GuestCapabilities()
+
+
+class VmStopped(_VmEvent):
+    """A VM is turned off; its memory returns to the host."""
+
+    type: Literal["vm.stopped"] = "vm.stopped"
+
+
+class VmRestarted(_VmEvent):
+    """A running VM restarts: it boots again with Startup RAM (Smart Paging may bridge a gap, §1.6)."""
+
+    type: Literal["vm.restarted"] = "vm.restarted"
+
+
+class VmSettingsChanged(_VmEvent):
+    """Memory settings changed while the VM runs (§1.1: Maximum may only rise, Minimum only fall)."""
+
+    type: Literal["vm.settings_changed"] = "vm.settings_changed"
+    minimum_mib: Annotated[int, Field(ge=32, le=MAX_MIB)] | None = None
+    maximum_mib: PositiveMib | None = None
+    buffer_percent: Annotated[int, Field(ge=5, le=2000)] | None = None
+    weight: Annotated[int, Field(ge=0, le=10000)] | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> VmSettingsChanged:
+        if all(
+            value is None
+            for value in (self.minimum_mib, self.maximum_mib, self.buffer_percent, self.weight)
+        ):
+            raise ValueError("no setting given: name at least one of minimum_mib, maximum_mib, "
+                             "buffer_percent, weight")
+        return self
+
+
+# --- inputs: the guest ---------------------------------------------------------------------------
+
+
+class GuestStatusReported(_VmEvent):
+    """DM_STATUS_REPORT: the guest's committed memory (its demand, ballooned pages included) and
+    available memory, posted every second (DOMAIN.md §2.4)."""
+
+    type: Literal["guest.status"] = "guest.status"
+    committed_mib: Mib
+    available_mib: Mib
+
+
+class BalloonResponded(_VmEvent):
+    """DM_BALLOON_RESPONSE: pages the guest actually released; fewer than asked means its floor."""
+
+    type: Literal["guest.balloon_response"] = "guest.balloon_response"
+    seq: Annotated[int, Field(ge=1)]
+    released_mib: Mib
+
+
+class UnballoonResponded(_VmEvent):
+    """DM_UNBALLOON_RESPONSE: the guest took back the pages it was given."""
+
+    type: Literal["guest.unballoon_response"] = "guest.unballoon_response"
+    seq: Annotated[int, Field(ge=1)]
+
+
+class HotAddResponded(_VmEvent):
+    """DM_MEM_HOT_ADD_RESPONSE: memory added, and whether a shortfall is permanent or transient."""
+
+    type: Literal["guest.hot_add_response"] = "guest.hot_add_response"
+    seq: Annotated[int, Field(ge=1)]
+    added_mib: Mib
+    result: Literal["success", "transient_failure", "permanent_failure"] = "success"
+
+
+class BalancerTicked(_Event):
+    """One balancing round of a host's balancer (Hyper-V re-evaluates about once a second, §1.4)."""
+
+    type: Literal["balancer.tick"] = "balancer.tick"
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+class BalloonTargetSet(_Decision):
+    """Inflate the balloon: ask the guest to release ``remove_mib`` (DM_BALLOON_REQUEST)."""
+
+    type: Literal["decision.balloon"] = "decision.balloon"
+    remove_mib: PositiveMib
+    target_mib: Mib
+    reason: str = ""
+
+
+class UnballoonRequested(_Decision):
+    """Deflate the balloon: give back ``return_mib`` of ballooned memory (DM_UNBALLOON_REQUEST)."""
+
+    type: Literal["decision.unballoon"] = "decision.unballoon"
+    return_mib: PositiveMib
+    target_mib: Mib
+    reason: str = ""
+
+
+class MemoryAdditionRequested(_Decision):
+    """Hot-add ``add_mib`` of new memory (DM_MEM_HOT_ADD_REQUEST)."""
+
+    type: Literal["decision.hot_add"] = "decision.hot_add"
+    add_mib: PositiveMib
+    target_mib: Mib
+    reason: str = ""
+
+
+class SmartPagingStarted(_Decision):
+    """A restarting VM could not get its Startup RAM: ``paging_mib`` are backed by a paging file."""
+
+    type: Literal["decision.smart_paging_started"] = "decision.smart_paging_started"
+    paging_mib: PositiveMib
+
+
+class SmartPagingEnded(_Decision):
+    """The Smart Paging file is deleted; ``backed_mib`` of its pages were backed by RAM."""
+
+    type: Literal["decision.smart_paging_ended"] = "decision.smart_paging_ended"
+    backed_mib: Mib
+
+
+InputEvent = Union[
+    HostJoined,
+    HostMemoryChanged,
+    VmStarted,
+    VmStopped,
+    VmRestarted,
+    VmSettingsChanged,
+    GuestStatusReported,
+    BalloonResponded,
+    UnballoonResponded,
+    HotAddResponded,
+    BalancerTicked,
+]
+Decision = Union[
+    BalloonTargetSet,
+    UnballoonRequested,
+    MemoryAdditionRequested,
+    SmartPagingStarted,
+    SmartPagingEnded,
+]
+Event = Annotated[Union[InputEvent, Decision], Field(discriminator="type")]
+
+EVENT_ADAPTER: TypeAdapter[InputEvent | Decision] = TypeAdapter(Event)
+"""Validates one event from JSON text or a dict, choosing the model by its ``type`` tag."""
+
+INPUT_TYPES: tuple[type[BaseModel], ...] = InputEvent.__args__  # type: ignore[attr-defined]
+DECISION_TYPES: tuple[type[BaseModel], ...] = Decision.__args__  # type: ignore[attr-defined]

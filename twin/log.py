@@ -1,0 +1,116 @@
+"""Event logs as JSON Lines: encoding, decoding with precise errors, and replay.
+
+One event per line, encoded by ``encode`` (pydantic's JSON, fields in model order), so the same
+events always give the same bytes. ``.gz`` files are read and written compressed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+from pydantic import ValidationError
+
+from .engine import Twin
+from .errors import Rejected
+from .events import DECISION_TYPES, EVENT_ADAPTER, Decision, InputEvent
+
+__all__ = ["encode", "decode", "open_log", "read_log", "Replay", "replay", "write_log"]
+
+AnyEvent = InputEvent | Decision
+
+
+def encode(event: AnyEvent) -> str:
+    """One log line (without the newline)."""
+    return event.model_dump_json()
+
+
+def decode(line: str | bytes, position: int | None = None) -> AnyEvent:
+    """Parse and validate one log line; raise ``Rejected`` naming the field and value."""
+    try:
+        return EVENT_ADAPTER.validate_json(line)
+    except ValidationError as error:
+        raise _rejection(error, line, position) from None
+
+
+def _rejection(error: ValidationError, line: str | bytes, position: int | None) -> Rejected:
+    first = error.errors(include_url=False)[0]
+    kind, loc, value = first["type"], first["loc"], first.get("input")
+    if kind == "json_invalid":
+        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+        return Rejected("json", text[:120], f"not valid JSON ({first['msg']})", position)
+    if kind in ("union_tag_invalid", "union_tag_not_found", "model_type", "model_attributes_type"):
+        tag = value.get("type") if isinstance(value, dict) else value
+        return Rejected("type", tag, "not a known event type", position)
+    path = [str(part) for part in loc[1:]] or ["event"]  # loc[0] is the type tag
+    if kind == "missing":
+        return Rejected(".".join(path), None, "missing", position)
+    return Rejected(".".join(path), value, first["msg"], position)
+
+
+def open_log(path: str | Path, mode: str = "r") -> IO[Any]:
+    """Open a log for text reading or writing, gzip-compressed when the name ends in .gz."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8")  # type: ignore[arg-type]
+    return open(path, mode, encoding="utf-8")
+
+
+def read_log(lines: Iterable[str | bytes]) -> Iterator[tuple[int, AnyEvent | Rejected]]:
+    """(position, event) for each non-blank line, or (position, Rejected) for a bad one."""
+    for position, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield position, decode(line, position)
+        except Rejected as rejected:
+            yield position, rejected
+
+
+def write_log(events: Iterable[AnyEvent], out: IO[str]) -> int:
+    """Write events, a line each; return how many."""
+    count = 0
+    for event in events:
+        out.write(encode(event))
+        out.write("\n")
+        count += 1
+    return count
+
+
+@dataclass
+class Replay:
+    """The outcome of folding a log: final state, every decision, every rejected event."""
+
+    twin: Twin = field(default_factory=Twin)
+    events: int = 0
+    decisions: list[Decision] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    rejected_lines: list[str] = field(default_factory=list)
+
+
+def replay(lines: Iterable[str | bytes], into: Replay | None = None) -> Replay:
+    """Fold every valid line of a log; keep going past bad ones and report each of them."""
+    result = into or Replay()
+    apply = result.twin.apply
+    for position, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            event = decode(line, position)
+            apply(event)
+        except Rejected as rejected:
+            _reject(result, rejected.at(position), line)
+            continue
+        result.events += 1
+        if isinstance(event, DECISION_TYPES):
+            result.decisions.append(event)  # type: ignore[arg-type]
+    return result
+
+
+def _reject(result: Replay, rejected: Rejected, line: str | bytes) -> None:
+    result.rejected.append(rejected)
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    result.rejected_lines.append(text.rstrip("\n"))
