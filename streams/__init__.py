@@ -1,0 +1,1 @@
+"""Kafka plumbing for the twin: local broker management and stream processing."""
