@@ -30,7 +30,7 @@ from .events import (
     UnballoonRequested,
 )
 from .policies import POLICIES, Snapshot
-from .state import NO_DATA, Col, HostState, Pending, pressure_percent
+from .state import NO_DATA, Col, HostState, Pending
 
 __all__ = ["BalancerParams", "PARAMS", "plan", "Decision"]
 
@@ -124,57 +124,48 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
     # Grow in order of weight, then pressure (most pressed first), then row: all deterministic.
     pressure = (200 * demand + assigned) // (2 * np.maximum(assigned, 1))
     order = np.lexsort((np.arange(len(idx)), -pressure, -sub[:, Col.WEIGHT]))
-    for j in order[want[order] > 0]:
+    growing = order[want[order] > 0]
+    room = np.minimum(sub[:, Col.MAXIMUM] - assigned - paged, params.max_add_mib)
+    columns = (idx, want, assigned, demand, pressure, visible - assigned - paged, sub[:, Col.ALIGNMENT], room)
+    for i, wanted, held, needs, press, ballooned, align, space in zip(*(c[growing].tolist() for c in columns)):
         if free <= 0:
             break
-        decision = _grow(state, int(idx[j]), int(want[j]), free, name, at_ms)
-        if decision is not None:
-            free -= decision.return_mib if isinstance(decision, UnballoonRequested) else decision.add_mib
-            decisions.append(decision)
+        vm = names[i]
+        why = _reason(name, needs, held, press, held + wanted,
+                      "short of memory" if needs > held else "below ideal")
+        grant = min(wanted, free, params.max_add_mib)
+        if ballooned > 0:  # previously ballooned pages go back first (§1.5)
+            amount = min(grant, ballooned)
+            decisions.append(UnballoonRequested(
+                at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), return_mib=amount,
+                target_mib=held + amount, reason=why))
+        else:  # then hot-add, in multiples of the guest's alignment
+            amount = -(-grant // align) * align
+            if amount > min(space, free):
+                amount = min(space, free) // align * align
+            if amount <= 0:
+                continue
+            decisions.append(MemoryAdditionRequested(
+                at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), add_mib=amount,
+                target_mib=held + amount, reason=why))
+        free -= amount
 
-    for j in np.flatnonzero(shrink):
-        i = int(idx[j])
-        remove = min(int(-delta[j]), params.max_balloon_mib) // params.balloon_unit_mib * params.balloon_unit_mib
-        if remove > 0:
-            physical = max(0, remove - int(paged[j]))
-            decisions.append(BalloonTargetSet(
-                at_ms=at_ms, host=state.name, vm=names[i], seq=_next_seq(state, names[i]), remove_mib=remove,
-                target_mib=int(assigned[j]) - physical,
-                reason=_reason(name, int(demand[j]), int(assigned[j]), int(target[j]),
-                               "host short" if host_short else "surplus")))
+    unit = params.balloon_unit_mib
+    remove = np.minimum(-delta, params.max_balloon_mib) // unit * unit
+    shrinking = np.flatnonzero(shrink & (remove > 0))
+    columns = (idx, remove, assigned, demand, pressure, target, paged)
+    why = "host short" if host_short else "surplus"
+    for i, amount, held, needs, press, aim, in_file in zip(*(c[shrinking].tolist() for c in columns)):
+        vm = names[i]
+        decisions.append(BalloonTargetSet(
+            at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), remove_mib=amount,
+            target_mib=held - max(0, amount - in_file), reason=_reason(name, needs, held, press, aim, why)))
     return decisions
 
 
-def _grow(state: HostState, i: int, want: int, free: int, policy: str,
-          at_ms: int) -> UnballoonRequested | MemoryAdditionRequested | None:
-    """Unballoon first; hot-add (aligned) only once the balloon is empty (DOMAIN.md §1.5)."""
-    params = PARAMS[policy]
-    row = state.vms.data[i]
-    name = state.vms.names[i]
-    assigned, demand = int(row[Col.ASSIGNED]), int(row[Col.DEMAND])
-    grant = min(want, free, params.max_add_mib)
-    ballooned = int(row[Col.VISIBLE] - row[Col.ASSIGNED] - row[Col.PAGING])
-    why = "short of memory" if demand > assigned else "below ideal"
-    if ballooned > 0:
-        amount = min(grant, ballooned)
-        return UnballoonRequested(at_ms=at_ms, host=state.name, vm=name, seq=_next_seq(state, name),
-                                  return_mib=amount, target_mib=assigned + amount,
-                                  reason=_reason(policy, demand, assigned, assigned + want, why))
-    align = int(row[Col.ALIGNMENT])
-    room = min(free, params.max_add_mib, int(row[Col.MAXIMUM] - row[Col.ASSIGNED] - row[Col.PAGING]))
-    amount = -(-grant // align) * align
-    if amount > room:
-        amount = room // align * align
-    if amount <= 0:
-        return None
-    return MemoryAdditionRequested(at_ms=at_ms, host=state.name, vm=name, seq=_next_seq(state, name),
-                                   add_mib=amount, target_mib=assigned + amount,
-                                   reason=_reason(policy, demand, assigned, assigned + want, why))
-
-
-def _reason(policy: str, demand: int, assigned: int, target: int, why: str) -> str:
+def _reason(policy: str, demand: int, assigned: int, pressure: int, target: int, why: str) -> str:
     return (f"{policy}: {why}; demand {demand} MiB, assigned {assigned} MiB, "
-            f"pressure {pressure_percent(demand, assigned)}%, target {target} MiB")
+            f"pressure {pressure}%, target {target} MiB")
 
 
 def _next_seq(state: HostState, vm: str) -> int:

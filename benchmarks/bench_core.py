@@ -1,0 +1,96 @@
+"""Benchmarks of the pure core (issue #2): one balancer round by host size, and replay vs parse.
+
+Run: .venv/bin/python benchmarks/bench_core.py [--events N]
+Prints medians; nothing here is asserted (see the closing note of the issue for the goals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from twin.balancer import plan  # noqa: E402
+from twin.engine import Twin  # noqa: E402
+from twin.events import EVENT_ADAPTER, GuestStatusReported, HostJoined, MemorySettings, VmStarted  # noqa: E402
+from twin.log import encode, replay  # noqa: E402
+from twin.scenario import Scenario, simulate  # noqa: E402
+
+
+def host_with(vms: int, seed: int = 1, steady: bool = False) -> Twin:
+    """A host of ``vms`` VMs. Busy: varied demand, so nearly every VM needs a decision.
+    Steady: each VM near its ideal memory, the common case, when a round decides nothing."""
+    rng = np.random.default_rng(seed)
+    twin = Twin()
+    twin.apply(HostJoined(at_ms=0, host="h", total_mib=vms * 3000, reserve_mib=1024))
+    for i in range(vms):
+        twin.apply(VmStarted(at_ms=0, host="h", vm=f"vm{i}", settings=MemorySettings(
+            startup_mib=2048, minimum_mib=512, maximum_mib=8192, weight=int(rng.integers(0, 10001)))))
+    for i in range(vms):
+        twin.apply(GuestStatusReported(at_ms=1000, host="h", vm=f"vm{i}",
+                                       committed_mib=int(rng.integers(1650, 1750) if steady else rng.integers(200, 4000)),
+                                       available_mib=0))
+    return twin
+
+
+def time_round(vms: int, steady: bool) -> tuple[float, int]:
+    twin = host_with(vms, steady=steady)
+    state = twin.hosts["h"]
+    repeats = max(5, min(2000, 200_000 // vms))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        decisions = plan(state, 61_500)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), len(decisions)
+
+
+def log_lines(events: int) -> list[str]:
+    """A realistic log: a dozen-VM host simulated until it has about ``events`` events."""
+    seconds = max(10, events // 14)
+    scenario = Scenario.model_validate({"seed": 1, "duration_s": seconds, "hosts": [
+        {"name": "h", "total_mib": 40960, "reserve_mib": 2048, "vms": [
+            {"name": f"vm{i}", "startup_mib": 2048, "minimum_mib": 512, "maximum_mib": 8192,
+             "workload": {"kind": "diurnal", "base_mib": 1500 + 150 * i, "amplitude_mib": 1200,
+                          "period_s": 300 + 37 * i}} for i in range(12)]}]})
+    return [encode(e) for e in simulate(scenario)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+
+    for steady in (True, False):
+        print(f"balancer round, {'steady host (VMs near ideal)' if steady else 'busy host (most VMs move)'}, median:")
+        per_vm = {}
+        for vms in (10, 100, 1_000, 10_000):
+            seconds, decisions = time_round(vms, steady)
+            per_vm[vms] = seconds / vms
+            print(f"  {vms:>6} VMs: {seconds * 1e3:8.3f} ms  ({seconds / vms * 1e6:6.2f} µs/VM, "
+                  f"{decisions} decisions)")
+        print(f"  cost per VM, 10,000 vs 1,000 VMs: ×{per_vm[10_000] / per_vm[1_000]:.2f} (1.0 = linear)")
+
+    lines = log_lines(args.events)
+    parse_s = min(_timed(lambda: [EVENT_ADAPTER.validate_json(line) for line in lines]) for _ in range(3))
+    replay_s = min(_timed(lambda: replay(lines)) for _ in range(3))
+    n = len(lines)
+    print(f"replay of {n} events:")
+    print(f"  parse only: {n / parse_s:12,.0f} events/s")
+    print(f"  replay:     {n / replay_s:12,.0f} events/s  ({parse_s / replay_s:.2f} of parse speed)")
+
+
+def _timed(work) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
