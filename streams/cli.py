@@ -17,6 +17,8 @@ __all__ = ["main"]
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    if args.to:
+        return _simulate_to_kafka(args)
     from twin.errors import Rejected
     from twin.log import open_log, write_log
     from twin.scenario import load_scenario, simulate
@@ -33,6 +35,49 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"dmtwin simulate: left out: {error}", file=sys.stderr)
     where = args.output if args.output not in (None, "-") else "stdout"
     print(f"dmtwin simulate: {count} events written to {where}", file=sys.stderr)
+    return 0
+
+
+def _simulate_to_kafka(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from twin.scenario import load_scenario
+
+    from .app import Settings
+    from .feed import feed, parse_kafka_url
+
+    settings = Settings()
+    scenario = load_scenario(args.scenario)
+    stats = asyncio.run(feed(scenario, parse_kafka_url(args.to), settings.topics, speed=args.speed,
+                             per_guest=args.per_guest, partitions=settings.partitions))
+    print(f"dmtwin simulate: {stats.seconds} s of event time, {stats.reports} reports in "
+          f"{stats.messages} messages, {stats.answers} commands answered", file=sys.stderr)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+
+    import faust
+
+    from .app import Settings, Worker
+    from .feed import ensure_topics
+
+    overrides = {k: v for k, v in {
+        "broker": args.broker, "store": args.store, "data_dir": args.data_dir and Path(args.data_dir),
+        "partitions": args.partitions, "web_port": args.web_port, "metrics_port": args.metrics_port,
+        "app_id": args.app_id}.items() if v is not None}
+    settings = dataclasses.replace(Settings(), **overrides)
+    # Topics first: a consumer group ignores topics that do not exist when it joins.
+    asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions))
+    worker = Worker(settings)
+    print(f"dmtwin worker: broker {settings.broker}, state in {settings.data_dir}, hosts at "
+          f"http://localhost:{settings.web_port}/hosts/", file=sys.stderr)
+    try:
+        faust.Worker(worker.app, loglevel=args.loglevel).execute_from_commandline()
+    except SystemExit as done:
+        return int(done.code or 0)
     return 0
 
 
@@ -74,7 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run a scenario and write its event log (JSON Lines)")
     p.add_argument("scenario", help="scenario file (.toml or .json), see examples/")
     p.add_argument("-o", "--output", help="log file to write (.gz compresses); default stdout")
+    p.add_argument("--to", metavar="kafka://HOST:PORT",
+                   help="stream to Kafka instead, and answer the twin's commands as the guests would")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="with --to: event seconds per wall second (1 = real time, 0 = as fast as possible)")
+    p.add_argument("--per-guest", action="store_true",
+                   help="with --to: one message per guest report instead of one frame per host and second")
     p.set_defaults(run=_simulate)
+
+    p = sub.add_parser("worker", help="run the Faust worker (several share hosts through the consumer group)")
+    p.add_argument("--broker", help="Kafka bootstrap host:port (default $DMTWIN_BROKER or localhost:9092)")
+    p.add_argument("--store", help="table store: rocksdb:// (default) or memory://")
+    p.add_argument("--data-dir", help="where this worker keeps its tables (one per worker on a machine)")
+    p.add_argument("--partitions", type=int, help="partitions of the input topics (default 4)")
+    p.add_argument("--web-port", type=int, help="port of the /hosts/ page (default 6066)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9108, 0 = off)")
+    p.add_argument("--app-id", help="consumer group (default dmtwin)")
+    p.add_argument("--loglevel", default="warning")
+    p.set_defaults(run=_worker)
 
     p = sub.add_parser("replay", help="fold an event log and print state, decisions and counters")
     p.add_argument("log", help="event log (JSON Lines, .gz allowed; - for stdin)")

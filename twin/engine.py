@@ -67,6 +67,35 @@ class Twin:
             self.apply(decision)
         return decisions
 
+    def ingest(self, events: list[InputEvent], tick_ms: int = 1000
+               ) -> tuple[list[InputEvent | Decision], list[tuple[int, Rejected]]]:
+        """The live driver's rule: apply a batch of inputs (a frame, or one message), then run a
+        balancing round for each host the batch touched if a tick has passed since its last round.
+
+        Returns the log entries in order (each accepted input, its decisions, any round and its
+        decisions) and the rejected inputs with their index in the batch. Rounds are recorded as
+        ``balancer.tick`` events, so replaying the log needs no clock.
+        """
+        entries: list[InputEvent | Decision] = []
+        rejected: list[tuple[int, Rejected]] = []
+        due: dict[str, int] = {}
+        for index, event in enumerate(events):
+            try:
+                decisions = self.handle(event)
+            except Rejected as error:
+                rejected.append((index, error))
+                continue
+            entries.append(event)
+            entries.extend(decisions)
+            due[event.host] = max(due.get(event.host, 0), event.at_ms)
+        for host, at_ms in due.items():
+            state = self.hosts.get(host)
+            if state is not None and at_ms - state.last_round_ms >= tick_ms and at_ms >= state.last_at_ms:
+                tick = BalancerTicked(at_ms=at_ms, host=host)
+                entries.append(tick)
+                entries.extend(self.handle(tick))
+        return entries, rejected
+
     def handle_all(self, events: Iterable[InputEvent]) -> list[Decision]:
         """``handle`` each input in turn; return every decision."""
         return [d for event in events for d in self.handle(event)]

@@ -42,6 +42,9 @@ __all__ = [
     "Decision",
     "Event",
     "EVENT_ADAPTER",
+    "FrameReport",
+    "StatusFrame",
+    "INPUT_MESSAGE_ADAPTER",
     "INPUT_TYPES",
     "DECISION_TYPES",
     "POLICY_NAMES",
@@ -296,6 +299,31 @@ Event = Annotated[Union[InputEvent, Decision], Field(discriminator="type")]
 
 EVENT_ADAPTER: TypeAdapter[InputEvent | Decision] = TypeAdapter(Event)
 """Validates one event from JSON text or a dict, choosing the model by its ``type`` tag."""
+
+
+class FrameReport(_Model):
+    """One guest's DM_STATUS_REPORT inside a frame."""
+
+    vm: Name
+    committed_mib: Mib
+    available_mib: Mib
+
+
+class StatusFrame(_Event):
+    """What a parent-partition collector sends each second: the status reports of many guests of
+    one host at one instant. A wire message only: the log records each report as its own event."""
+
+    type: Literal["guest.status_frame"] = "guest.status_frame"
+    reports: list[FrameReport] = Field(max_length=100_000)
+
+    def events(self) -> list[GuestStatusReported]:
+        return [GuestStatusReported(at_ms=self.at_ms, host=self.host, vm=r.vm, committed_mib=r.committed_mib,
+                                    available_mib=r.available_mib) for r in self.reports]
+
+
+InputMessage = Annotated[Union[InputEvent, StatusFrame], Field(discriminator="type")]
+INPUT_MESSAGE_ADAPTER: TypeAdapter[InputEvent | StatusFrame] = TypeAdapter(InputMessage)
+"""Validates one wire message: any input event, or a frame of status reports."""
 
 INPUT_TYPES: tuple[type[BaseModel], ...] = InputEvent.__args__  # type: ignore[attr-defined]
 DECISION_TYPES: tuple[type[BaseModel], ...] = Decision.__args__  # type: ignore[attr-defined]

@@ -85,7 +85,7 @@ def _host_memory_changed(state: HostState, event: HostMemoryChanged) -> None:
 
 def _balancer_ticked(state: HostState, event: BalancerTicked) -> None:
     _host_clock(state, event.at_ms)
-    state.last_at_ms = event.at_ms
+    state.last_at_ms = state.last_round_ms = event.at_ms
 
 
 def _vm_started(state: HostState, event: VmStarted) -> None:

@@ -18,7 +18,7 @@ from .engine import Twin
 from .errors import Rejected
 from .events import DECISION_TYPES, EVENT_ADAPTER, Decision, InputEvent
 
-__all__ = ["encode", "decode", "open_log", "read_log", "Replay", "replay", "write_log"]
+__all__ = ["encode", "decode", "rejection", "open_log", "read_log", "Replay", "replay", "write_log"]
 
 AnyEvent = InputEvent | Decision
 
@@ -33,10 +33,11 @@ def decode(line: str | bytes, position: int | None = None) -> AnyEvent:
     try:
         return EVENT_ADAPTER.validate_json(line)
     except ValidationError as error:
-        raise _rejection(error, line, position) from None
+        raise rejection(error, line, position) from None
 
 
-def _rejection(error: ValidationError, line: str | bytes, position: int | None) -> Rejected:
+def rejection(error: ValidationError, line: str | bytes, position: int | None = None) -> Rejected:
+    """The first problem of a validation error, as a rejection naming its field and value."""
     first = error.errors(include_url=False)[0]
     kind, loc, value = first["type"], first["loc"], first.get("input")
     if kind == "json_invalid":

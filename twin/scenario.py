@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Literal
+from typing import Annotated, Iterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +23,7 @@ from .events import (
     BalancerTicked,
     Decision,
     GuestCapabilities,
+    GuestStatusReported,
     HostJoined,
     HostMemoryChanged,
     InputEvent,
@@ -36,7 +37,7 @@ from .events import (
 from .guest import SimulatedGuest
 from .workload import Workload, series
 
-__all__ = ["Scenario", "HostSpec", "VmSpec", "GuestSpec", "load_scenario", "simulate"]
+__all__ = ["Scenario", "HostSpec", "VmSpec", "GuestSpec", "Fleet", "load_scenario", "simulate"]
 
 DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -146,7 +147,72 @@ class _RunningVm:
 
     def demand_at(self, second: int) -> int:
         """Demand counts from the last boot: a restarted VM goes through its curve again."""
-        return int(self.demand[min(second - self.boot_s, len(self.demand) - 1)])
+        return int(self.demand[min(max(second - self.boot_s, 0), len(self.demand) - 1)])
+
+
+class Fleet:
+    """The scenario's guests, second by second: what the hosts and guests send, and how guests
+    answer requests. Both drivers use it: ``simulate`` (in-process) and the Kafka feeder."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.second = 0
+        self.vms: dict[tuple[str, str], _RunningVm] = {}
+        self.curves = {
+            (h.name, vm.name): series(vm.workload, scenario.duration_s, seed=scenario.seed * 1_000_003 + k)
+            for h in scenario.hosts for k, vm in enumerate(h.vms)
+        }
+
+    def now_ms(self, second: int | None = None) -> int:
+        return self.scenario.start_ms + 1000 * (self.second if second is None else second)
+
+    def joins(self) -> list[HostJoined]:
+        return [HostJoined(at_ms=self.scenario.start_ms, host=h.name, total_mib=h.total_mib,
+                           reserve_mib=h.reserve_mib, policy=h.policy) for h in self.scenario.hosts]
+
+    def lifecycle(self, host: HostSpec) -> list[InputEvent]:
+        """Host memory changes and VM starts, restarts, setting changes and stops due this second."""
+        second, now = self.second, self.now_ms()
+        events: list[InputEvent] = [
+            HostMemoryChanged(at_ms=now, host=host.name, total_mib=c.total_mib, reserve_mib=c.reserve_mib)
+            for c in host.memory_changes if c.at_s == second]
+        for spec in host.vms:
+            key = (host.name, spec.name)
+            if spec.start_at_s == second:
+                self.vms[key] = _RunningVm(host, spec, self.curves[key])
+                events.append(VmStarted(at_ms=now, host=host.name, vm=spec.name, settings=spec.settings(),
+                                        capabilities=spec.capabilities()))
+            if key not in self.vms:
+                continue
+            if second in spec.restart_at_s:
+                self.vms[key].guest.boot(spec.startup_mib)
+                self.vms[key].boot_s = second
+                events.append(VmRestarted(at_ms=now, host=host.name, vm=spec.name))
+            for change in spec.settings_changes:
+                if change.at_s == second:
+                    fields = change.model_dump(exclude={"at_s"}, exclude_none=True)
+                    events.append(VmSettingsChanged(at_ms=now, host=host.name, vm=spec.name, **fields))
+            if spec.stop_at_s == second:
+                del self.vms[key]
+                events.append(VmStopped(at_ms=now, host=host.name, vm=spec.name))
+        return events
+
+    def reports(self, host: HostSpec) -> list[GuestStatusReported]:
+        """Every running guest's status report of this second."""
+        now = self.now_ms()
+        return [vm.guest.status(now, vm.demand_at(self.second))
+                for spec in host.vms if (vm := self.vms.get((host.name, spec.name))) is not None]
+
+    def answer(self, decision: object, at_ms: int) -> InputEvent | None:
+        """The guest's answer to a request, if its VM still runs and the request needs one."""
+        vm = self.vms.get((getattr(decision, "host", ""), getattr(decision, "vm", "")))
+        if vm is None:
+            return None
+        return vm.guest.answer(decision, at_ms, vm.demand_at(self.second))
+
+    def forget(self, host: str, vm: str) -> None:
+        """A VM the twin refused to start sends nothing more."""
+        self.vms.pop((host, vm), None)
 
 
 def simulate(scenario: Scenario, twin: Twin | None = None,
@@ -157,11 +223,7 @@ def simulate(scenario: Scenario, twin: Twin | None = None,
     appended to ``rejected``; without that list, it is raised.
     """
     twin = twin or Twin()
-    vms: dict[tuple[str, str], _RunningVm] = {}
-    curves = {
-        (h.name, vm.name): series(vm.workload, scenario.duration_s, seed=scenario.seed * 1_000_003 + k)
-        for h in scenario.hosts for k, vm in enumerate(h.vms)
-    }
+    fleet = Fleet(scenario)
 
     def run(event: InputEvent) -> list[InputEvent | Decision]:
         try:
@@ -171,55 +233,21 @@ def simulate(scenario: Scenario, twin: Twin | None = None,
                 raise
             rejected.append(error)
             if isinstance(event, VmStarted):
-                vms.pop((event.host, event.vm), None)
+                fleet.forget(event.host, event.vm)
             return []
 
-    for host in scenario.hosts:
-        yield from run(HostJoined(at_ms=scenario.start_ms, host=host.name, total_mib=host.total_mib,
-                                  reserve_mib=host.reserve_mib, policy=host.policy))
+    for join in fleet.joins():
+        yield from run(join)
     for second in range(scenario.duration_s):
-        now = scenario.start_ms + 1000 * second
+        fleet.second = second
+        now = fleet.now_ms()
         for host in scenario.hosts:
-            yield from _lifecycle(host, second, now, vms, curves, run)
-            running = [vms[(host.name, vm.name)] for vm in host.vms if (host.name, vm.name) in vms]
-            for vm in running:
-                yield from run(vm.guest.status(now, vm.demand_at(second)))
-            for event in run(BalancerTicked(at_ms=now + 500, host=host.name)):
-                yield event
-                running_vm = vms.get((host.name, getattr(event, "vm", "")))
-                if running_vm is None or isinstance(event, BalancerTicked):
-                    continue
-                answer = running_vm.guest.answer(event, now + 500 + scenario.response_ms,
-                                                 running_vm.demand_at(second))
+            for event in fleet.lifecycle(host):
+                yield from run(event)
+            for report in fleet.reports(host):
+                yield from run(report)
+            for entry in run(BalancerTicked(at_ms=now + 500, host=host.name)):
+                yield entry
+                answer = fleet.answer(entry, now + 500 + scenario.response_ms)
                 if answer is not None:
                     yield from run(answer)
-
-
-Run = Callable[[InputEvent], list[InputEvent | Decision]]
-
-
-def _lifecycle(host: HostSpec, second: int, now: int, vms: dict[tuple[str, str], _RunningVm],
-               curves: dict[tuple[str, str], np.ndarray], run: Run) -> Iterator[InputEvent | Decision]:
-    for change in host.memory_changes:
-        if change.at_s == second:
-            yield from run(HostMemoryChanged(at_ms=now, host=host.name, total_mib=change.total_mib,
-                                             reserve_mib=change.reserve_mib))
-    for spec in host.vms:
-        key = (host.name, spec.name)
-        if spec.start_at_s == second:
-            vms[key] = _RunningVm(host, spec, curves[key])
-            yield from run(VmStarted(at_ms=now, host=host.name, vm=spec.name, settings=spec.settings(),
-                                     capabilities=spec.capabilities()))
-        if key not in vms:
-            continue
-        if second in spec.restart_at_s:
-            vms[key].guest.boot(spec.startup_mib)
-            vms[key].boot_s = second
-            yield from run(VmRestarted(at_ms=now, host=host.name, vm=spec.name))
-        for change in spec.settings_changes:
-            if change.at_s == second:
-                fields = change.model_dump(exclude={"at_s"}, exclude_none=True)
-                yield from run(VmSettingsChanged(at_ms=now, host=host.name, vm=spec.name, **fields))
-        if spec.stop_at_s == second:
-            del vms[key]
-            yield from run(VmStopped(at_ms=now, host=host.name, vm=spec.name))

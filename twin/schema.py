@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .events import DECISION_TYPES, EVENT_ADAPTER, INPUT_TYPES
+from .events import DECISION_TYPES, EVENT_ADAPTER, INPUT_TYPES, StatusFrame
 
 __all__ = ["schemas", "write_schemas"]
 
 
 def schemas() -> dict[str, dict[str, Any]]:
-    """File name → schema: one per event type, and ``event.json`` for any event."""
+    """File name → schema: one per event type, ``event.json`` for any event, and the frame."""
     out = {"event.json": EVENT_ADAPTER.json_schema()}
-    for model in (*INPUT_TYPES, *DECISION_TYPES):
+    for model in (*INPUT_TYPES, *DECISION_TYPES, StatusFrame):
         tag = model.model_fields["type"].default
         out[f"{tag}.json"] = model.model_json_schema()
     return out

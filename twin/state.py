@@ -7,6 +7,7 @@ amount is whole MiB; pressure is whole percent, like Hyper-V's counters (DOMAIN.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -203,6 +204,8 @@ class HostState:
     last_at_ms: int = 0
     vms: VmTable = field(default_factory=VmTable)
     last_seq: dict[str, int] = field(default_factory=dict)
+    last_round_ms: int = -1
+    """at_ms of the last balancing round (-1: none yet)."""
 
     @property
     def capacity_mib(self) -> int:
@@ -231,7 +234,7 @@ class HostState:
 
     def copy(self) -> HostState:
         return HostState(self.name, self.total_mib, self.reserve_mib, self.policy, self.last_at_ms,
-                         self.vms.copy(), dict(self.last_seq))
+                         self.vms.copy(), dict(self.last_seq), self.last_round_ms)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot that ``from_dict`` restores exactly (row order included)."""
@@ -239,9 +242,27 @@ class HostState:
         return {
             "name": self.name, "total_mib": self.total_mib, "reserve_mib": self.reserve_mib,
             "policy": self.policy, "last_at_ms": self.last_at_ms, "last_seq": self.last_seq,
+            "last_round_ms": self.last_round_ms,
             "vms": list(self.vms.names), "data": self.vms.data[:n].tolist(),
             "history": self.vms.history[:n].tolist(),
         }
+
+    def to_bytes(self) -> bytes:
+        """A compact binary snapshot: a JSON header line, then the two int64 arrays."""
+        n = len(self.vms)
+        header = {k: v for k, v in self.to_dict().items() if k not in ("data", "history")}
+        return (json.dumps(header, separators=(",", ":")).encode() + b"\n"
+                + self.vms.data[:n].astype("<i8").tobytes() + self.vms.history[:n].astype("<i8").tobytes())
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> HostState:
+        head, _, body = blob.partition(b"\n")
+        header = json.loads(head)
+        n = len(header["vms"])
+        values = np.frombuffer(body, dtype="<i8")
+        header["data"] = values[: n * N_COLS].reshape(n, N_COLS)
+        header["history"] = values[n * N_COLS:].reshape(n, PRESSURE_WINDOW)
+        return cls.from_dict(header)
 
     @classmethod
     def from_dict(cls, snapshot: dict[str, Any]) -> HostState:
@@ -251,7 +272,8 @@ class HostState:
             table.data[i] = row
             table.history[i] = ring
         return cls(snapshot["name"], snapshot["total_mib"], snapshot["reserve_mib"],
-                   snapshot["policy"], snapshot["last_at_ms"], table, dict(snapshot["last_seq"]))
+                   snapshot["policy"], snapshot["last_at_ms"], table, dict(snapshot["last_seq"]),
+                   snapshot["last_round_ms"])
 
 
 @dataclass(frozen=True)

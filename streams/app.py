@@ -1,0 +1,157 @@
+"""The Faust app: one agent folds each host's inputs into a changelog-backed table, runs the
+balancer and sends commands, log entries and dead letters.
+
+Commit order for one message (at-least-once, made idempotent):
+
+1. the processor folds the message (``streams.processor``); its offset is recorded in the host's
+   table value, so a message redelivered after a crash is recognised and skipped;
+2. log entries, commands and dead letters are sent (commands carry host, VM and ``seq``, so an
+   actuator applies each once even if a crash makes the worker send it twice);
+3. the host's new state is written to the table (and so to its changelog topic);
+4. Faust commits the input offset after the agent has processed the message.
+
+Agents run at concurrency 1 (ECOSYSTEM.md §1.2: offsets can be committed past in-flight messages
+with more), and the balancer's ticks come from event time (``Twin.ingest``), never from a timer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import faust
+
+from twin.report import summary
+from twin.log import Replay
+from twin.state import HostState
+
+from .processor import HostProcessor, Outputs, Source
+from .topics import FOREVER, Topics
+
+__all__ = ["Settings", "Worker", "create_app"]
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Worker settings; each has an environment variable."""
+
+    broker: str = field(default_factory=lambda: _env("DMTWIN_BROKER", "localhost:9092"))
+    """Kafka bootstrap server, host:port (DMTWIN_BROKER)."""
+    app_id: str = field(default_factory=lambda: _env("DMTWIN_APP_ID", "dmtwin"))
+    """Consumer group and prefix of internal topics (DMTWIN_APP_ID)."""
+    store: str = field(default_factory=lambda: _env("DMTWIN_STORE", "rocksdb://"))
+    """Table store: rocksdb:// (survives restarts without a full changelog replay) or memory://."""
+    data_dir: Path = field(default_factory=lambda: Path(_env(
+        "DMTWIN_DATA_DIR", str(Path.home() / ".local/state/dmtwin/worker"))))
+    """Where RocksDB keeps the tables (DMTWIN_DATA_DIR). One per worker on a machine."""
+    partitions: int = field(default_factory=lambda: int(_env("DMTWIN_PARTITIONS", "4")))
+    """Partitions of the input topics and of the table (DMTWIN_PARTITIONS)."""
+    topic_prefix: str = field(default_factory=lambda: _env("DMTWIN_TOPIC_PREFIX", "dmtwin."))
+    tick_ms: int = field(default_factory=lambda: int(_env("DMTWIN_TICK_MS", "1000")))
+    """Event time between two balancing rounds of a host (DMTWIN_TICK_MS)."""
+    web_port: int = field(default_factory=lambda: int(_env("DMTWIN_WEB_PORT", "6066")))
+    """Faust's web server, serving /hosts/ (DMTWIN_WEB_PORT)."""
+    metrics_port: int = field(default_factory=lambda: int(_env("DMTWIN_METRICS_PORT", "9108")))
+    """Prometheus exposition; 0 turns it off (DMTWIN_METRICS_PORT)."""
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+
+class Worker:
+    """The app and its agent, built from settings. ``published`` holds the latest state of each
+    host this worker owns, for the metrics exposition and the /hosts/ page."""
+
+    def __init__(self, settings: Settings, on_outputs: Callable[[Outputs, float], None] | None = None) -> None:
+        self.settings = settings
+        self.processor = HostProcessor(settings.tick_ms)
+        self.published: dict[str, tuple[int, HostState]] = {}
+        self.on_outputs = on_outputs
+        self.app = self._build()
+
+    def hosts(self) -> list[HostState]:
+        return [state for _, state in self.published.values()]
+
+    def _build(self) -> faust.App:
+        s = self.settings
+        topics = s.topics
+        app = faust.App(
+            s.app_id, broker=f"kafka://{s.broker}", store=s.store, datadir=str(s.data_dir),
+            topic_partitions=s.partitions, topic_replication_factor=1, table_standby_replicas=0,
+            consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host="0.0.0.0",
+            web_bind="0.0.0.0", broker_commit_every=100, broker_commit_interval=1.0,
+        )
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                               "value_serializer": "raw"}
+        inputs = app.topic(*topics.inputs, partitions=s.partitions, **raw)
+        outputs = {
+            name: app.topic(name, partitions=s.partitions, **raw, config=config)
+            for name, config in (
+                (topics.event_log, {"retention.ms": str(FOREVER)}),
+                (topics.dead_letters, {"retention.ms": str(FOREVER)}),
+                (topics.balloon_commands, None),
+                (topics.addition_commands, None),
+            )
+        }
+        options = {"driver": "rocksdict"} if s.store.startswith("rocksdb") else None
+        table = app.Table("hosts", default=None, partitions=s.partitions, options=options,
+                          schema=faust.Schema(**raw))
+        # Faust derives a table's store serializers from its types (bytes → json) and ignores
+        # the schema's; the store is created lazily, so setting them here takes effect.
+        table.key_serializer = table.value_serializer = "raw"
+
+        @app.agent(inputs, concurrency=1)
+        async def fold(stream: Any) -> None:
+            import time
+
+            async for event in stream.events():
+                message = event.message
+                started = time.perf_counter()
+                key = event.key if isinstance(event.key, bytes) else None
+                stored = table.get(key) if key else None
+                blob, out = self.processor.process(
+                    key, event.value, Source(message.topic, message.partition, message.offset), stored)
+                for line in out.log:
+                    await outputs[topics.event_log].send(key=key, value=line)
+                for line in out.balloon_commands:
+                    await outputs[topics.balloon_commands].send(key=key, value=line)
+                for line in out.addition_commands:
+                    await outputs[topics.addition_commands].send(key=key, value=line)
+                for line in out.dead_letters:
+                    await outputs[topics.dead_letters].send(key=key, value=line)
+                if blob is not None and key is not None:
+                    table[key] = blob
+                    record = self.processor.load(key.decode(), blob)
+                    if record is not None:
+                        self.published[key.decode()] = (message.partition, record.state.copy())
+                if self.on_outputs is not None:
+                    self.on_outputs(out, time.perf_counter() - started)
+
+        @app.on_partitions_revoked.connect
+        async def forget(sender: Any, revoked: set[Any], **_: Any) -> None:
+            lost = {tp.partition for tp in revoked if tp.topic in topics.inputs}
+            for host, (partition, _) in list(self.published.items()):
+                if partition in lost:
+                    del self.published[host]
+            self.processor.forget()
+
+        @app.page("/hosts/")
+        async def hosts(web: Any, request: Any) -> Any:
+            replayed = Replay()
+            for name, (_, state) in sorted(self.published.items()):
+                replayed.twin.hosts[name] = state
+            return web.json(summary(replayed, decisions=False))
+
+        return app
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    """The Faust app for ``faust -A streams.app worker`` style use."""
+    return Worker(settings or Settings()).app

@@ -1,0 +1,148 @@
+"""Stream a simulated fleet into Kafka, with the simulated guests answering the twin's commands.
+
+Each second of event time, per host: lifecycle events go to the host-events topic, the guests'
+status reports to the telemetry topic (one frame per host, or one message per guest), then the
+commands that arrived are answered on the host-events topic. ``speed`` 1 is real time, 60 a minute
+a second, 0 as fast as possible.
+
+A new VM's first report is held back a second after its start (and a stopped VM's last report is
+a second before its stop): the two input topics are consumed as one stream, and Kafka orders
+messages only within a partition of one topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from twin.events import EVENT_ADAPTER, FrameReport, StatusFrame, VmStarted
+from twin.log import encode
+from twin.scenario import Fleet, Scenario
+
+from .topics import FOREVER, Topics
+
+__all__ = ["FeedStats", "feed", "ensure_topics", "parse_kafka_url"]
+
+
+def parse_kafka_url(url: str) -> str:
+    """``kafka://host:port`` → ``host:port``."""
+    if not url.startswith("kafka://") or len(url) <= len("kafka://"):
+        raise ValueError(f"--to={url!r}: expected kafka://HOST:PORT")
+    return url[len("kafka://"):]
+
+
+async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
+    """Create dmtwin's topics if they do not exist yet (the worker declares the same ones)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        ours = [name for name in (topics.telemetry, topics.host_events) if name in existing]
+        for meta in (await admin.describe_topics(ours)) if ours else []:
+            if len(meta["partitions"]) != partitions:
+                raise ValueError(f"topic {meta['topic']!r} has {len(meta['partitions'])} partitions, "
+                                 f"the twin is set to {partitions} (DMTWIN_PARTITIONS): they must agree")
+        forever = {"retention.ms": str(FOREVER)}
+        wanted = [
+            NewTopic(name, partitions, 1, topic_configs=config)
+            for name, config in ((topics.telemetry, {}), (topics.host_events, {}),
+                                 (topics.balloon_commands, {}), (topics.addition_commands, {}),
+                                 (topics.event_log, forever), (topics.dead_letters, forever))
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+@dataclass
+class FeedStats:
+    seconds: int = 0
+    reports: int = 0
+    messages: int = 0
+    answers: int = 0
+
+
+async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None, speed: float = 1.0,
+               per_guest: bool = False, partitions: int = 4, drain_s: float = 3.0) -> FeedStats:
+    """Send the scenario to Kafka second by second; answer commands until ``drain_s`` after the end."""
+    topics = topics or Topics()
+    await ensure_topics(bootstrap, topics, partitions)
+    fleet = Fleet(scenario)
+    stats = FeedStats()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="latest", group_id=None)
+    await producer.start()
+    await consumer.start()
+    try:
+        consumer.subscribe([topics.balloon_commands, topics.addition_commands])
+        await consumer.getmany(timeout_ms=500)  # join: only commands from now on matter
+        answered: set[tuple[str, str, int]] = set()
+        hosts = {h.name for h in scenario.hosts}
+        quiet: dict[tuple[str, str], int] = {}  # VMs started this second: no report yet
+
+        async def send(topic: str, host: str, value: bytes) -> None:
+            await producer.send(topic, key=host.encode(), value=value)
+            stats.messages += 1
+
+        async def answer(wait_s: float) -> None:
+            batches = await consumer.getmany(timeout_ms=max(0, int(wait_s * 1000)))
+            for records in batches.values():
+                for record in records:
+                    decision = EVENT_ADAPTER.validate_json(record.value)
+                    mark = (decision.host, getattr(decision, "vm", ""), getattr(decision, "seq", 0))
+                    if decision.host not in hosts or mark in answered:
+                        continue
+                    answered.add(mark)
+                    at_ms = max(decision.at_ms + scenario.response_ms, fleet.now_ms())
+                    reply = fleet.answer(decision, at_ms)
+                    if reply is not None:
+                        await send(topics.host_events, decision.host, encode(reply).encode())
+                        stats.answers += 1
+
+        for join in fleet.joins():
+            await send(topics.host_events, join.host, encode(join).encode())
+        await producer.flush()
+        started = time.monotonic()
+        for second in range(scenario.duration_s):
+            fleet.second = second
+            for host in scenario.hosts:
+                for event in fleet.lifecycle(host):
+                    if isinstance(event, VmStarted):
+                        quiet[(event.host, event.vm)] = second
+                    await send(topics.host_events, host.name, encode(event).encode())
+                reports = [r for r in fleet.reports(host) if quiet.get((r.host, r.vm)) != second]
+                if per_guest:
+                    for report in reports:
+                        await send(topics.telemetry, host.name, encode(report).encode())
+                elif reports:
+                    frame = StatusFrame(at_ms=fleet.now_ms(), host=host.name, reports=[
+                        FrameReport(vm=r.vm, committed_mib=r.committed_mib, available_mib=r.available_mib)
+                        for r in reports])
+                    await send(topics.telemetry, host.name, frame.model_dump_json().encode())
+                stats.reports += len(reports)
+            await producer.flush()
+            stats.seconds += 1
+            due = started + (second + 1) / speed if speed > 0 else time.monotonic()
+            await answer(due - time.monotonic())
+            if speed > 0:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline:
+            await answer(min(0.5, deadline - time.monotonic()))
+        await producer.flush()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return stats
+

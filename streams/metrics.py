@@ -1,0 +1,426 @@
+"""Prometheus exposition of the twin: Hyper-V's Dynamic Memory counters and the pipeline's health.
+
+Every metric is defined once, in ``METRICS``: its exposed name, type, labels, the Hyper-V counter
+(or WMI property, or pipeline step) it comes from and how its value is converted. The collector,
+``PipelineMetrics``, the docs and the Grafana dashboards are all checked against that table.
+
+Conventions (ECOSYSTEM.md §5, STYLE.md §4 "windows_exporter"):
+
+- one application prefix, ``dmtwin_``; the rest mirrors windows_exporter's grammar
+  ``<counter set>_<quantity>_<base unit>[_total]``;
+- base units only: Hyper-V's MB (= MiB) become bytes (× 2^20), percent becomes a ratio (÷ 100).
+  A pressure ratio above 1.0 means the VM has less than it needs and is never clamped;
+- cumulative counters end in ``_total``;
+- labels ``host`` and ``vm`` (balancer and host metrics: ``host`` only); no values in names.
+
+``TwinCollector`` reads the twin's state at every scrape, so a stopped VM's series vanish at the
+next scrape instead of lingering as a labelled gauge's stale child would. Register it, and
+``PipelineMetrics``, on an explicit ``CollectorRegistry``, never on the process-wide default one.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from twin.counters import (
+    BALANCER_COUNTER_SET,
+    VM_COUNTER_SET,
+    BalancerCounters,
+    VmCounters,
+    balancer_counters,
+    counter_fields,
+    vm_counters,
+)
+from twin.errors import Rejected
+from twin.events import DECISION_TYPES, INPUT_TYPES, GuestStatusReported
+from twin.state import HostState, VmRecord
+
+if TYPE_CHECKING:
+    from twin.log import Replay
+
+__all__ = [
+    "PREFIX",
+    "BYTES_PER_MIB",
+    "MEMORY_STATUSES",
+    "DEAD_LETTER_REASONS",
+    "ROUND_DURATION_BUCKETS",
+    "MetricDef",
+    "METRICS",
+    "metric",
+    "metrics_markdown",
+    "TwinCollector",
+    "Tagged",
+    "PipelineMetrics",
+    "rejection_reason",
+    "twin_registry",
+    "serve",
+    "serve_replay",
+]
+
+PREFIX = "dmtwin_"
+BYTES_PER_MIB = 1 << 20
+"""Hyper-V's counters say MB and mean MiB (DOMAIN.md conventions; windows_exporter's MBToBytes)."""
+
+MEMORY_STATUSES: tuple[str, ...] = ("OK", "Low", "Warning", "Paging", "None")
+"""Values of the ``status`` label. Hyper-V Manager's blank Memory Status is exposed as ``None``
+(the name of that value in the ``VMMemoryStatus`` enum, DOMAIN.md §1.3), because Prometheus
+treats an empty label value as no label at all."""
+
+DEAD_LETTER_REASONS: tuple[str, ...] = ("json", "type", "schema", "state")
+"""Values of the ``reason`` label of ``dmtwin_dead_letters_total`` (see ``rejection_reason``)."""
+
+ROUND_DURATION_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)
+"""A balancing round folds one host's table at numpy speed: tens of µs to a few ms."""
+
+Kind = Literal["gauge", "counter", "histogram"]
+Scope = Literal["vm", "vm_setting", "balancer", "host", "pipeline"]
+Convert = Literal["mib_to_bytes", "percent_to_ratio", "none", "state"]
+
+_VM = f"\\{VM_COUNTER_SET}(*)\\"
+_BALANCER = f"\\{BALANCER_COUNTER_SET}(*)\\"
+_SETTING = "Msvm_MemorySettingData."
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One exposed metric.
+
+    ``name`` is the full exposed name (with ``_total`` for counters); ``source`` the Hyper-V
+    counter path, WMI property or pipeline step it comes from, quoted in the HELP text;
+    ``attribute`` the field read from the scope's object (``VmCounters``, ``VmRecord``,
+    ``BalancerCounters``, ``HostState``); ``convert`` how its native value becomes a base unit.
+    """
+
+    name: str
+    kind: Kind
+    scope: Scope
+    labels: tuple[str, ...]
+    source: str
+    description: str
+    attribute: str | None = None
+    convert: Convert = "none"
+
+    @property
+    def help(self) -> str:
+        """HELP text: what it is, then where it comes from and how it was converted."""
+        how = {"mib_to_bytes": "MB x 2^20", "percent_to_ratio": "percent / 100"}.get(self.convert)
+        return f"{self.description} Source: {self.source}" + (f" ({how})." if how else ".")
+
+
+def _vm(name: str, attribute: str, description: str, kind: Kind = "gauge",
+        convert: Convert = "mib_to_bytes", labels: tuple[str, ...] = ("host", "vm")) -> MetricDef:
+    return MetricDef(PREFIX + "dynamic_memory_vm_" + name, kind, "vm", labels,
+                     _counter_source(VmCounters, attribute, _VM), description, attribute, convert)
+
+
+def _setting(name: str, attribute: str, prop: str, description: str,
+             convert: Convert = "mib_to_bytes") -> MetricDef:
+    return MetricDef(PREFIX + "dynamic_memory_vm_" + name, "gauge", "vm_setting", ("host", "vm"),
+                     _SETTING + prop, description, attribute, convert)
+
+
+def _balancer(name: str, attribute: str, description: str,
+              convert: Convert = "mib_to_bytes") -> MetricDef:
+    return MetricDef(PREFIX + "dynamic_memory_balancer_" + name, "gauge", "balancer", ("host",),
+                     _counter_source(BalancerCounters, attribute, _BALANCER), description, attribute,
+                     convert)
+
+
+def _pipeline(name: str, kind: Kind, labels: tuple[str, ...], source: str,
+              description: str) -> MetricDef:
+    return MetricDef(PREFIX + name, kind, "pipeline", labels, source, description)
+
+
+def _counter_source(cls: type, attribute: str, path: str) -> str:
+    """The perf counter path of a counter field, e.g. ``\\Hyper-V Dynamic Memory VM(*)\\Physical
+    Memory``; for a value Hyper-V shows elsewhere or the twin derives, its own description."""
+    meta = dict(counter_fields(cls))[attribute]
+    counter = meta["counter"]
+    return counter if "(" in counter else path + counter
+
+
+METRICS: tuple[MetricDef, ...] = (
+    # "Hyper-V Dynamic Memory VM" (DOMAIN.md §2.1), one instance per running VM.
+    _vm("physical_bytes", "physical_memory", "Memory currently assigned to the VM, in bytes."),
+    _vm("guest_visible_physical_memory_bytes", "guest_visible_physical_memory",
+        "Memory the guest sees (its high-watermark, ballooned pages included), in bytes."),
+    _vm("added_bytes_total", "added_memory", "Memory added to the VM since it started, in bytes.",
+        "counter"),
+    _vm("removed_bytes_total", "removed_memory",
+        "Memory removed from the VM since it started, in bytes.", "counter"),
+    _vm("add_operations_total", "memory_add_operations", "Memory add operations since the VM started.",
+        "counter", "none"),
+    _vm("remove_operations_total", "memory_remove_operations",
+        "Memory remove operations since the VM started.", "counter", "none"),
+    _vm("pressure_current_ratio", "current_pressure",
+        "Current pressure: demand / assigned memory (above 1 the guest is short).",
+        convert="percent_to_ratio"),
+    _vm("pressure_average_ratio", "average_pressure",
+        "Pressure averaged over the last minute of status reports.", convert="percent_to_ratio"),
+    _vm("pressure_minimum_ratio", "minimum_pressure",
+        "Lowest pressure over the last minute of status reports.", convert="percent_to_ratio"),
+    _vm("pressure_maximum_ratio", "maximum_pressure",
+        "Highest pressure over the last minute of status reports.", convert="percent_to_ratio"),
+    _vm("smart_paging_working_set_bytes", "smart_paging_working_set_size",
+        "Memory backed by the Smart Paging file, in bytes."),
+    _vm("guest_available_bytes", "guest_available_memory",
+        "Memory the guest reports as available, in bytes."),
+    _vm("demand_bytes", "memory_demand", "Memory demand (the guest's committed memory), in bytes."),
+    _vm("balloon_bytes", "balloon_size",
+        "Memory ballooned out of the guest (visible - assigned - paged), in bytes."),
+    _vm("ideal_bytes", "ideal_memory",
+        "Memory the balancer aims for: demand x (1 + buffer) within Minimum and Maximum, in bytes."),
+    _vm("memory_status", "memory_status",
+        "Memory Status of the VM: 1 for its current status, 0 for the others.", convert="state",
+        labels=("host", "vm", "status")),
+    # The VM's Dynamic Memory settings (DOMAIN.md §1.1).
+    _setting("startup_bytes", "startup_mib", "VirtualQuantity", "Startup RAM, in bytes."),
+    _setting("minimum_bytes", "minimum_mib", "Reservation", "Minimum RAM, in bytes."),
+    _setting("maximum_bytes", "maximum_mib", "Limit", "Maximum RAM, in bytes."),
+    _setting("buffer_ratio", "buffer_percent", "TargetMemoryBuffer",
+             "Memory buffer as a ratio of demand.", "percent_to_ratio"),
+    _setting("weight", "weight", "Weight", "Memory weight, 0 to 10000.", "none"),
+    _setting("enabled", "dynamic_memory_enabled", "DynamicMemoryEnabled",
+             "1 if Dynamic Memory is enabled for the VM, else 0.", "none"),
+    # "Hyper-V Dynamic Memory Balancer", instance "System Balancer" (DOMAIN.md §2.2).
+    _balancer("available_memory_bytes", "available_memory",
+              "Memory left for VMs on the host (host reserve excluded), in bytes."),
+    _balancer("available_memory_for_balancing_bytes", "available_memory_for_balancing",
+              "Memory available for balancing (free plus reclaimable), in bytes."),
+    _balancer("average_pressure_ratio", "average_pressure",
+              "Average pressure over the balanced VMs.", "percent_to_ratio"),
+    _balancer("system_current_pressure_ratio", "system_current_pressure",
+              "Current pressure of the system: total demand / total assigned memory.",
+              "percent_to_ratio"),
+    # The host's memory, as its host.joined / host.memory_changed events set it.
+    MetricDef(PREFIX + "host_memory_total_bytes", "gauge", "host", ("host",),
+              "host.joined / host.memory_changed total_mib", "Physical memory of the host, in bytes.",
+              "total_mib", "mib_to_bytes"),
+    MetricDef(PREFIX + "host_memory_reserve_bytes", "gauge", "host", ("host",),
+              "host.joined / host.memory_changed reserve_mib "
+              "(HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Virtualization\\MemoryReserve)",
+              "Memory reserved for the management OS, in bytes.", "reserve_mib", "mib_to_bytes"),
+    # The pipeline's own health, recorded by the worker through PipelineMetrics.
+    _pipeline("reports_processed_total", "counter", (), "guest.status events folded by the worker",
+              "Guest status reports processed."),
+    _pipeline("events_total", "counter", ("type",), "input events folded by the worker",
+              "Input events processed, by event type."),
+    _pipeline("dead_letters_total", "counter", ("reason",), "records sent to the dead-letter topic",
+              "Records the worker could not apply, by reason (json, type, schema, state)."),
+    _pipeline("decisions_total", "counter", ("type",), "decisions emitted by the balancer",
+              "Balancer decisions emitted, by decision type."),
+    _pipeline("balancer_round_duration_seconds", "histogram", (), "twin.Twin.handle(balancer.tick)",
+              "Wall-clock time of one balancing round of one host, in seconds."),
+    _pipeline("consumer_lag_messages", "gauge", ("topic", "partition"),
+              "Kafka end offset minus committed offset",
+              "Messages not yet consumed, by topic and partition."),
+)
+
+
+def metrics_markdown() -> str:
+    """``METRICS`` as a Markdown table (name, type, labels, source), for the docs."""
+    unit = {"mib_to_bytes": "MB x 2^20", "percent_to_ratio": "percent / 100"}
+    rows = ["| Metric | Type | Labels | Source | Conversion |", "|---|---|---|---|---|"]
+    for d in METRICS:
+        source = d.source.replace("|", "\\|")
+        rows.append(f"| `{d.name}` | {d.kind} | {', '.join(d.labels) or '-'} | {source} | "
+                    f"{unit.get(d.convert, '-')} |")
+    return "\n".join(rows) + "\n"
+
+
+def metric(name: str) -> MetricDef:
+    """The definition of the metric exposed as ``name``; ``KeyError`` if there is none."""
+    for definition in METRICS:
+        if definition.name == name:
+            return definition
+    raise KeyError(name)
+
+
+def _convert(value: float | int | bool, how: Convert) -> float:
+    if how == "mib_to_bytes":
+        return float(int(value) * BYTES_PER_MIB)
+    if how == "percent_to_ratio":
+        return float(value) / 100
+    return float(value)
+
+
+Family = GaugeMetricFamily | CounterMetricFamily
+
+
+def _family(definition: MetricDef) -> Family:
+    if definition.kind == "counter":
+        return CounterMetricFamily(definition.name, definition.help, labels=definition.labels)
+    return GaugeMetricFamily(definition.name, definition.help, labels=definition.labels)
+
+
+_TWIN_METRICS = tuple(d for d in METRICS if d.scope != "pipeline")
+_PER_VM = tuple(d for d in _TWIN_METRICS if d.scope in ("vm", "vm_setting"))
+_PER_HOST = tuple(d for d in _TWIN_METRICS if d.scope in ("balancer", "host"))
+
+
+class TwinCollector(Collector):
+    """Exposes the twin's counters for every host ``hosts()`` returns, read afresh at each scrape.
+
+    ``hosts`` must return states that nothing mutates during the scrape (the scrape runs in the
+    HTTP server's thread): a finished replay's states, or snapshots (``HostState.copy()``).
+    """
+
+    def __init__(self, hosts: Callable[[], Iterable[HostState]]) -> None:
+        self._hosts = hosts
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples, so registering never calls ``hosts``."""
+        return (_family(d) for d in _TWIN_METRICS)
+
+    def collect(self) -> Iterator[Metric]:
+        families = {d.name: _family(d) for d in _TWIN_METRICS}
+        for state in self._hosts():
+            _add_host(state, families)
+        return iter(families.values())
+
+
+def _add_host(state: HostState, families: dict[str, Family]) -> None:
+    """Add one host's samples: per VM (counters, status, settings), then balancer and host."""
+    host = state.name
+    settings: dict[str, VmRecord] = {r.name: r for r in state.records()}
+    for counters in vm_counters(state):
+        sources: dict[str, object] = {"vm": counters, "vm_setting": settings[counters.vm]}
+        for d in _PER_VM:
+            if d.convert == "state":
+                current = counters.memory_status or "None"
+                for status in MEMORY_STATUSES:
+                    families[d.name].add_metric([host, counters.vm, status], float(status == current))
+                continue
+            value = getattr(sources[d.scope], str(d.attribute))
+            families[d.name].add_metric([host, counters.vm], _convert(value, d.convert))
+    sources = {"balancer": balancer_counters(state), "host": state}
+    for d in _PER_HOST:
+        value = getattr(sources[d.scope], str(d.attribute))
+        families[d.name].add_metric([host], _convert(value, d.convert))
+
+
+def rejection_reason(rejected: Rejected, *, stage: Literal["decode", "apply"]) -> str:
+    """The ``reason`` label for a dead letter: ``json`` (not JSON), ``type`` (no such event type,
+    or a decision sent as input), ``schema`` (a field fails validation) or ``state`` (valid, but
+    illegal in the twin's current state). Bounded, so the label's cardinality stays at four."""
+    if rejected.field in ("json", "type"):
+        return rejected.field
+    return "schema" if stage == "decode" else "state"
+
+
+class Tagged(Protocol):
+    """Anything with an event ``type`` tag: every input event and decision of ``twin.events``."""
+
+    @property
+    def type(self) -> str: ...
+
+
+class PipelineMetrics:
+    """The worker's own health, on the same registry as the twin's counters.
+
+    Every known event type, decision type and dead-letter reason starts at 0, so that rates and
+    sums have a series to read before the first such record arrives.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def d(name: str) -> MetricDef:
+            return metric(PREFIX + name)
+
+        reports, events = d("reports_processed_total"), d("events_total")
+        dead, decisions = d("dead_letters_total"), d("decisions_total")
+        rounds, lag = d("balancer_round_duration_seconds"), d("consumer_lag_messages")
+        self.reports = Counter(reports.name, reports.help, reports.labels, registry=registry)
+        self.events = Counter(events.name, events.help, events.labels, registry=registry)
+        self.dead_letters = Counter(dead.name, dead.help, dead.labels, registry=registry)
+        self.decisions = Counter(decisions.name, decisions.help, decisions.labels, registry=registry)
+        self.round_duration = Histogram(rounds.name, rounds.help, rounds.labels, registry=registry,
+                                        buckets=ROUND_DURATION_BUCKETS)
+        self.consumer_lag = Gauge(lag.name, lag.help, lag.labels, registry=registry)
+        for cls in INPUT_TYPES:
+            self.events.labels(_type_tag(cls))
+        for cls in DECISION_TYPES:
+            self.decisions.labels(_type_tag(cls))
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+
+    def record(self, event: Tagged, decisions: Iterable[Tagged] = ()) -> None:
+        """Count one input event the worker folded and the decisions it caused."""
+        self.events.labels(event.type).inc()
+        if isinstance(event, GuestStatusReported):
+            self.reports.inc()
+        for decision in decisions:
+            self.decisions.labels(decision.type).inc()
+
+    def dead_letter(self, reason: str) -> None:
+        """Count one record sent to the dead-letter topic; ``reason`` is one of
+        ``DEAD_LETTER_REASONS`` (see ``rejection_reason``)."""
+        if reason not in DEAD_LETTER_REASONS:
+            raise ValueError(f"dead-letter reason {reason!r} is not one of {DEAD_LETTER_REASONS}")
+        self.dead_letters.labels(reason).inc()
+
+    @contextmanager
+    def balancer_round(self) -> Iterator[None]:
+        """Time one balancing round: ``with metrics.balancer_round(): twin.handle(tick)``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.round_duration.observe(time.perf_counter() - start)
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Set the lag, in messages, of one partition of a consumed topic."""
+        self.consumer_lag.labels(topic, str(partition)).set(lag)
+
+
+def _type_tag(cls: type) -> str:
+    return str(cls.model_fields["type"].default)  # type: ignore[attr-defined]
+
+
+def twin_registry(hosts: Callable[[], Iterable[HostState]]) -> CollectorRegistry:
+    """A fresh registry holding a ``TwinCollector`` over ``hosts``."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(TwinCollector(hosts))
+    return registry
+
+
+def serve(registry: CollectorRegistry, port: int, addr: str = "0.0.0.0") -> WSGIServer:
+    """Serve ``registry`` on ``http://addr:port/metrics`` from a daemon thread.
+
+    ``port`` 0 picks a free port (read it from ``server.server_address[1]``). Stop with
+    ``server.shutdown(); server.server_close()``.
+    """
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server
+
+
+def serve_replay(result: Replay, port: int, *, addr: str = "0.0.0.0",
+                 stop: threading.Event | None = None) -> None:
+    """Serve the counters of a replayed log until interrupted (``dmtwin replay --serve PORT``).
+
+    Blocks until Ctrl-C, or until ``stop`` is set when one is given.
+    """
+    hosts = list(result.twin.hosts.values())
+    server = serve(twin_registry(lambda: hosts), port, addr)
+    bound = server.server_address[1]
+    print(f"dmtwin replay: serving {len(hosts)} host(s) on http://{addr}:{bound}/metrics "
+          "(Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        (stop or threading.Event()).wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
