@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import faust
 
@@ -27,6 +27,7 @@ from twin.report import summary
 from twin.log import Replay
 from twin.state import HostState
 
+from .metrics import PipelineMetrics, twin_registry
 from .processor import HostProcessor, Outputs, Source
 from .topics import FOREVER, Topics
 
@@ -69,15 +70,30 @@ class Worker:
     """The app and its agent, built from settings. ``published`` holds the latest state of each
     host this worker owns, for the metrics exposition and the /hosts/ page."""
 
-    def __init__(self, settings: Settings, on_outputs: Callable[[Outputs, float], None] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.processor = HostProcessor(settings.tick_ms)
         self.published: dict[str, tuple[int, HostState]] = {}
-        self.on_outputs = on_outputs
+        self.registry = twin_registry(self.hosts)
+        self.metrics = PipelineMetrics(self.registry)
         self.app = self._build()
 
     def hosts(self) -> list[HostState]:
-        return [state for _, state in self.published.values()]
+        """Snapshots of the hosts this worker owns (safe to read from the metrics thread)."""
+        return [state for _, state in list(self.published.values())]
+
+    def count(self, out: Outputs) -> None:
+        """Update the pipeline's own metrics after one message."""
+        m = self.metrics
+        for kind in out.inputs:
+            m.events.labels(kind).inc()
+        m.reports.inc(out.reports)
+        for kind in out.decisions:
+            m.decisions.labels(kind).inc()
+        for reason in out.reasons:
+            m.dead_letter(reason)
+        if out.rounds:
+            m.round_duration.observe(out.fold_seconds)
 
     def _build(self) -> faust.App:
         s = self.settings
@@ -109,11 +125,8 @@ class Worker:
 
         @app.agent(inputs, concurrency=1)
         async def fold(stream: Any) -> None:
-            import time
-
             async for event in stream.events():
                 message = event.message
-                started = time.perf_counter()
                 key = event.key if isinstance(event.key, bytes) else None
                 stored = table.get(key) if key else None
                 blob, out = self.processor.process(
@@ -131,8 +144,17 @@ class Worker:
                     record = self.processor.load(key.decode(), blob)
                     if record is not None:
                         self.published[key.decode()] = (message.partition, record.state.copy())
-                if self.on_outputs is not None:
-                    self.on_outputs(out, time.perf_counter() - started)
+                self.count(out)
+
+        @app.timer(interval=5.0)
+        async def measure_lag() -> None:
+            consumer = app.consumer
+            for tp in consumer.assignment():
+                if tp.topic in topics.inputs:
+                    highwater = consumer.highwater(tp)
+                    position = await consumer.position(tp)
+                    if highwater is not None and position is not None:
+                        self.metrics.set_consumer_lag(tp.topic, tp.partition, max(0, highwater - position))
 
         @app.on_partitions_revoked.connect
         async def forget(sender: Any, revoked: set[Any], **_: Any) -> None:

@@ -72,8 +72,13 @@ def _worker(args: argparse.Namespace) -> int:
     # Topics first: a consumer group ignores topics that do not exist when it joins.
     asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions))
     worker = Worker(settings)
-    print(f"dmtwin worker: broker {settings.broker}, state in {settings.data_dir}, hosts at "
-          f"http://localhost:{settings.web_port}/hosts/", file=sys.stderr)
+    if settings.metrics_port:
+        from .metrics import serve
+
+        serve(worker.registry, settings.metrics_port)
+    print(f"dmtwin worker: broker {settings.broker}, state in {settings.data_dir}; hosts at "
+          f"http://localhost:{settings.web_port}/hosts/, metrics at "
+          f"http://localhost:{settings.metrics_port}/metrics", file=sys.stderr)
     try:
         faust.Worker(worker.app, loglevel=args.loglevel).execute_from_commandline()
     except SystemExit as done:
@@ -95,6 +100,10 @@ def _replay(args: argparse.Namespace) -> int:
                 out.write(json.dumps({**error.as_dict(), "line": line}, sort_keys=True) + "\n")
     for error in result.rejected:
         print(f"dmtwin replay: rejected {error}", file=sys.stderr)
+    if args.serve is not None:
+        from .metrics import serve_replay
+
+        serve_replay(result, args.serve)
     return 0
 
 
@@ -143,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print canonical JSON instead of tables")
     p.add_argument("--no-decisions", action="store_true", help="leave the list of decisions out")
     p.add_argument("--rejects", metavar="FILE", help="write every rejected line, with its reason, here")
+    p.add_argument("--serve", type=int, metavar="PORT",
+                   help="then serve the replayed counters for Prometheus until Ctrl-C")
     p.set_defaults(run=_replay)
 
     p = sub.add_parser("schema", help="write the JSON Schema of every event")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from twin.engine import Twin
 from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, StatusFrame
 from twin.log import encode, rejection
 from twin.state import HostState
+
+from .metrics import rejection_reason
 
 __all__ = ["Source", "Outputs", "HostRecord", "HostProcessor", "dead_letter"]
 
@@ -51,9 +54,14 @@ class Outputs:
     addition_commands: list[bytes] = field(default_factory=list)
     dead_letters: list[bytes] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    """Why each dead letter was sent: json, type, schema or state (streams.metrics)."""
+    inputs: list[str] = field(default_factory=list)
+    """Type of each accepted input."""
     reports: int = 0
     decisions: list[str] = field(default_factory=list)
     rounds: int = 0
+    fold_seconds: float = 0.0
+    """Time spent folding the message (with its balancing round, if one ran)."""
     skipped: bool = False
 
 
@@ -121,13 +129,13 @@ class HostProcessor:
         except ValidationError as error:
             problem = rejection(error, value or b"")
             out.dead_letters.append(dead_letter(value, source, problem.reason, problem.field, problem.value))
-            out.reasons.append("invalid")
+            out.reasons.append(rejection_reason(problem, stage="decode"))
             return None, out
         host = message.host
         if key is None or key.decode("utf-8", "replace") != host:
             out.dead_letters.append(dead_letter(value, source, f"message key {key!r} is not its host: key "
                                                 "every message by its host name", "host", host))
-            out.reasons.append("wrong_key")
+            out.reasons.append("schema")
             return None, out
         record = self.load(host, stored)
         if record is not None and record.offsets.get(source.slot, -1) >= source.offset:
@@ -137,17 +145,21 @@ class HostProcessor:
         twin = Twin()
         if record is not None:
             twin.hosts[host] = record.state
+        started = time.perf_counter()
         entries, rejected = twin.ingest(events, self.tick_ms)
+        out.fold_seconds = time.perf_counter() - started
         for index, error in rejected:
             where = index if isinstance(message, StatusFrame) else None
             out.dead_letters.append(dead_letter(value, source, error.reason, error.field, error.value, where))
-            out.reasons.append("rejected")
+            out.reasons.append(rejection_reason(error, stage="apply"))
         state = twin.hosts.get(host)
         if state is None:  # nothing about this host was ever accepted
             return None, out
         for entry in entries:
             line = encode(entry).encode()
             out.log.append(line)
+            if not isinstance(entry, DECISION_TYPES):
+                out.inputs.append(entry.type)
             if entry.type == "guest.status":
                 out.reports += 1
             elif entry.type == "balancer.tick":

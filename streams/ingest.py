@@ -1,0 +1,114 @@
+"""``dmtwin ingest SOURCE PATH_OR_SPEC [options] --to FILE``: a source's events into a log.
+
+Sources and their options are ``twin.sources``' (``perfmon``, ``meminfo``, ``virsh``, ``bitbrains``,
+``synthetic``). Rows a source cannot read are reported on stderr as ``file:line: reason`` and
+skipped; ``--strict`` makes any of them fail the command. ``--closed-loop`` runs a scenario source
+(bitbrains, synthetic) through ``twin.scenario.simulate``, decisions and guests' answers included;
+``--scenario FILE`` saves that scenario as JSON for ``dmtwin simulate``.
+
+Where events go is a *sink* made by ``sink_factory(target)``; the default writes JSON Lines files
+(``-`` is stdout) and refuses other targets, so a caller can add e.g. ``kafka://`` targets by
+passing its own factory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Iterator, Sequence
+
+from streams.agent import JsonlSink, Sink
+from twin.events import Decision, InputEvent
+from twin.sources import SOURCES, ingest, options, scenario_of
+from twin.sources.errors import SourceProblem
+
+__all__ = ["ingest_main", "build_parser", "file_sink", "OPTION_TYPES"]
+
+OPTION_TYPES: dict[str, Callable[[str], Any]] = {
+    "host": str, "vm": str, "domain": str, "at_ms": int, "host_mib": int, "reserve_mib": int,
+    "minimum_mib": int, "maximum_mib": int, "utc_offset_min": int, "vms": int, "hosts": int,
+    "overcommit": float, "duration_s": int, "time_scale": float, "start_s": int, "buffer_percent": int,
+    "os": str, "policy": str, "seed": int, "mix": str, "linux_percent": int,
+}
+"""Command-line options (``--host-mib`` → ``host_mib``) passed to the source when given."""
+
+
+def file_sink(target: str) -> Sink:
+    """A JSON Lines file sink for ``target`` (overwritten; ``-`` is stdout)."""
+    if "://" in target:
+        raise ValueError(f"--to {target}: only files are supported here")
+    return JsonlSink(target, mode="w")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmtwin ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", choices=SOURCES)
+    parser.add_argument("path", help="the file to read (perfmon, meminfo, virsh, bitbrains) or the fleet spec "
+                                     "(synthetic, e.g. '3x12 mix=steady:2,bursty:1 seed=7')")
+    parser.add_argument("--to", required=True, metavar="TARGET", help="JSON Lines file to write (- for stdout)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any row could not be read")
+    parser.add_argument("--closed-loop", action="store_true",
+                        help="bitbrains/synthetic: simulate the balancer and the guests' answers too")
+    parser.add_argument("--scenario", metavar="FILE", help="bitbrains/synthetic: also save the scenario (JSON)")
+    parser.add_argument("--no-floor", dest="floor", action="store_false", default=None,
+                        help="meminfo: leave the Linux balloon floor out of committed memory")
+    for name, kind in OPTION_TYPES.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=name.upper())
+    return parser
+
+
+def _events(args: argparse.Namespace, opts: dict[str, Any], problems: list[SourceProblem]
+            ) -> Iterator[InputEvent | Decision]:
+    if not (args.closed_loop or args.scenario):
+        yield from ingest(args.source, args.path, problems=problems, **opts)
+        return
+    from twin.errors import Rejected
+    from twin.scenario import simulate
+    from twin.sources.synthetic import reports
+
+    scenario = scenario_of(args.source, args.path, problems=problems, **opts)
+    if args.scenario:
+        with open(args.scenario, "w", encoding="utf-8") as out:
+            out.write(scenario.model_dump_json(indent=2) + "\n")
+    if not args.closed_loop:
+        yield from reports(scenario)
+        return
+    rejected: list[Rejected] = []
+    yield from simulate(scenario, rejected=rejected)
+    problems.extend(SourceProblem("simulate", None, f"left out: {r}") for r in rejected)
+
+
+def ingest_main(argv: Sequence[str] | None = None, sink_factory: Callable[[str], Sink] = file_sink) -> int:
+    """Run ``dmtwin ingest``; 0 on success, 1 with ``--strict`` and problems, 2 on errors."""
+    args = build_parser().parse_args(argv)
+    opts = {name: getattr(args, name) for name in (*OPTION_TYPES, "floor") if getattr(args, name) is not None}
+    problems: list[SourceProblem] = []
+    try:
+        if (args.closed_loop or args.scenario) and args.source not in ("bitbrains", "synthetic"):
+            raise ValueError("--closed-loop and --scenario need a scenario source (bitbrains, synthetic)")
+        unknown = sorted(set(opts) - set(options(args.source)))
+        if unknown:
+            raise ValueError(f"source {args.source!r} takes no option "
+                             f"{', '.join('--' + u.replace('_', '-') for u in unknown)}")
+        sink = sink_factory(args.to)
+        count = 0
+        try:
+            for event in _events(args, opts, problems):
+                sink(event)
+                count += 1
+        finally:
+            close = getattr(sink, "close", None)
+            if callable(close):
+                close()
+    except (OSError, ValueError) as error:
+        print(f"dmtwin ingest: {error}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"dmtwin ingest: {problem}", file=sys.stderr)
+    print(f"dmtwin ingest: {count} events from {args.source} written to {args.to}, "
+          f"{len(problems)} problem(s)", file=sys.stderr)
+    return 1 if args.strict and problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(ingest_main())

@@ -1,0 +1,157 @@
+"""Contracts of docker-compose.yml, the Dockerfile and the Prometheus config it mounts.
+
+No Docker engine runs here, so these read the YAML: the services exist, images are pinned,
+every mounted local path exists, and the pieces agree with each other (broker address, metrics
+port, provisioning paths, Grafana major vs the dashboard SDK's). ``docker compose config`` and
+``promtool check config`` run too when those tools are installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+SERVICES = {"kafka", "worker", "simulator", "prometheus", "grafana"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE.read_text(encoding="utf-8")))
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(compose["services"])
+
+
+def _binds(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(local path, container path) of each bind mount (short syntax)."""
+    binds = []
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            binds.append((source, target))
+    return binds
+
+
+def _option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_the_services(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == SERVICES
+
+
+def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and tag != "latest" and "/" not in tag, f"{name}: {image} is not pinned"
+    assert services["kafka"]["image"] == "apache/kafka:4.1.1"
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", services["prometheus"]["image"])
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", services["grafana"]["image"])
+
+
+def test_grafana_major_is_the_one_the_dashboard_sdk_targets(services: dict[str, dict[str, Any]]) -> None:
+    sdk = importlib.metadata.version("grafana-foundation-sdk")  # e.g. "1769699379!11.6.0"
+    target = sdk.split("!")[-1]
+    grafana = services["grafana"]["image"].rpartition(":")[2]
+    assert grafana.split(".")[0] == target.split(".")[0], (grafana, sdk)
+
+
+def test_every_mounted_local_path_exists(services: dict[str, dict[str, Any]]) -> None:
+    binds = [bind for service in services.values() for bind in _binds(service)]
+    assert len(binds) >= 3
+    for source, _ in binds:
+        assert (ROOT / source).exists(), f"{source} is mounted but missing"
+
+
+def test_worker_and_simulator_are_built_from_the_dockerfile(services: dict[str, dict[str, Any]]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
+    assert "pip install ." in dockerfile
+    for name in ("worker", "simulator"):
+        assert services[name]["build"] == "."
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    for needed in ("pyproject.toml", "twin", "streams", "examples"):
+        assert needed not in ignored, f".dockerignore drops {needed}, which the image needs"
+    assert (ROOT / "examples" / "dozen.toml").exists()
+
+
+def test_kafka_is_kraft_with_two_listeners(services: dict[str, dict[str, Any]]) -> None:
+    env = services["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert advertised == ["PLAINTEXT_HOST://localhost:9092", "PLAINTEXT://kafka:19092"]
+    listeners = {item.split("://")[0] for item in env["KAFKA_LISTENERS"].split(",")}
+    assert listeners == {"CONTROLLER", "PLAINTEXT", "PLAINTEXT_HOST"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:29093"
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1
+    assert env["CLUSTER_ID"]
+    assert "healthcheck" in services["kafka"]
+
+
+def test_worker_and_simulator_commands(services: dict[str, dict[str, Any]]) -> None:
+    worker, simulator = services["worker"]["command"], services["simulator"]["command"]
+    assert worker == ["dmtwin", "worker", "--broker", "kafka:19092", "--metrics-port", "9108"]
+    assert simulator == ["dmtwin", "simulate", "examples/dozen.toml", "--to", "kafka://kafka:19092",
+                         "--speed", "1"]
+    for service in ("worker", "simulator"):
+        assert services[service]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_prometheus_scrapes_the_worker_every_5_s(services: dict[str, dict[str, Any]]) -> None:
+    mounts = dict((target, source) for source, target in _binds(services["prometheus"]))
+    config = yaml.safe_load((ROOT / mounts["/etc/prometheus/prometheus.yml"]).read_text(encoding="utf-8"))
+    port = _option(services["worker"]["command"], "--metrics-port")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    worker = jobs["dmtwin-worker"]
+    assert worker["static_configs"][0]["targets"] == [f"worker:{port}"]
+    assert worker.get("scrape_interval", config["global"]["scrape_interval"]) == "5s"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+
+
+def test_grafana_login_anonymous_viewer_and_provisioning(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    env = grafana["environment"]
+    assert (env["GF_SECURITY_ADMIN_USER"], env["GF_SECURITY_ADMIN_PASSWORD"]) == ("admin", "dmtwin")
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert "3000:3000" in grafana["ports"]
+    mounts = dict((target, source) for source, target in _binds(grafana))
+    assert mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/dmtwin.yml").read_text(encoding="utf-8"))
+    path = provider["providers"][0]["options"]["path"]
+    assert provider["providers"][0]["type"] == "file"
+    assert mounts[path] == "./grafana/dashboards"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(path + "/") and (ROOT / "grafana/dashboards" / Path(home).name).exists()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (Debian package 'prometheus')")
+def test_promtool_accepts_the_prometheus_config() -> None:
+    done = subprocess.run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.skipif(not _compose_available(), reason="the docker compose plugin is not installed")
+def test_docker_compose_config_accepts_the_file() -> None:
+    done = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,110 @@
+# ruff: noqa: F811  (pytest fixtures are parameters named like the imported fixtures)
+"""Every query of every Grafana dashboard returns data from a real Prometheus scraping the twin.
+
+No mocks: a simulated run is logged, replayed and served by ``streams.metrics.serve``; the
+``prometheus`` binary scrapes it every second; each PromQL ``expr`` of grafana/dashboards/*.json,
+with Grafana's template variables replaced by concrete values, goes through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The fixtures are imported by name so this module runs whether or not conftest.py imports them too.
+from prometheus_fixture import (  # noqa: F401
+    PrometheusServer,
+    TwinMetricsServer,
+    prometheus_server,
+    twin_metrics_server,
+)
+
+pytestmark = pytest.mark.integration
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
+HOST, VM = "hv-01", "sql-01"
+VARIABLES = {
+    "host": HOST,
+    "vm": VM,
+    "__rate_interval": "1m",
+    "__interval": "15s",
+    "__range": "5m",
+}
+"""Concrete values for Grafana's variables: a host and VM of examples/dozen.toml, and intervals
+long enough to hold the few scrapes the fixture waits for."""
+
+
+def substitute(expr: str, variables: dict[str, str] = VARIABLES) -> str:
+    """Replace ``$name`` and ``${name}`` the way Grafana's template service does."""
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in variables:
+            raise KeyError(f"no value for ${name} in {expr!r}")
+        return variables[name]
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)
+
+
+def _dashboards() -> list[tuple[str, dict[str, Any]]]:
+    return [(p.name, json.loads(p.read_text(encoding="utf-8"))) for p in sorted(DASHBOARDS.glob("*.json"))]
+
+
+def _queries() -> list[Any]:
+    params = []
+    for name, dashboard in _dashboards():
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                params.append(pytest.param(target["expr"], id=f"{name}:{panel['title']}:{target['refId']}"))
+    return params
+
+
+def _variables() -> list[Any]:
+    params = []
+    for name, dashboard in _dashboards():
+        for var in dashboard.get("templating", {}).get("list", []):
+            params.append(pytest.param(var["query"], id=f"{name}:${var['name']}"))
+    return params
+
+
+QUERIES = _queries()
+
+
+def test_there_are_queries_to_check() -> None:
+    assert len(QUERIES) >= 40
+    assert substitute('x{host="$host", vm="${vm}"}[$__rate_interval]') == 'x{host="hv-01", vm="sql-01"}[1m]'
+
+
+def test_the_target_is_scraped(prometheus_server: PrometheusServer,
+                               twin_metrics_server: TwinMetricsServer) -> None:
+    up = prometheus_server.query(f'up{{job="{prometheus_server.job}"}}')
+    assert [r["metric"]["instance"] for r in up] == [twin_metrics_server.target]
+    assert up[0]["value"][1] == "1"
+
+
+def test_scraped_values_are_the_replayed_twin(prometheus_server: PrometheusServer,
+                                              twin_metrics_server: TwinMetricsServer) -> None:
+    record = twin_metrics_server.replay_state.hosts[HOST].vm(VM)
+    physical = prometheus_server.query(f'dmtwin_dynamic_memory_vm_physical_bytes{{host="{HOST}", vm="{VM}"}}')
+    assert float(physical[0]["value"][1]) == record.assigned_mib * 2**20
+    vms = prometheus_server.query("count(dmtwin_dynamic_memory_vm_physical_bytes)")
+    assert int(vms[0]["value"][1]) == len(twin_metrics_server.vms[HOST]) == 12
+
+
+@pytest.mark.parametrize("expr", QUERIES)
+def test_dashboard_query_returns_data(prometheus_server: PrometheusServer, expr: str) -> None:
+    query = substitute(expr)
+    result = prometheus_server.query(query)
+    assert result, f"no data for {query!r}"
+
+
+@pytest.mark.parametrize("query", _variables())
+def test_dashboard_variable_lists_the_twin(prometheus_server: PrometheusServer,
+                                           twin_metrics_server: TwinMetricsServer, query: str) -> None:
+    match = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+    assert match, query
+    selector, label = substitute(match.group(1)), match.group(2)
+    expected = {"host": set(twin_metrics_server.hosts), "vm": set(twin_metrics_server.vms[HOST])}[label]
+    assert set(prometheus_server.label_values(label, selector)) == expected
