@@ -18,13 +18,24 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Callable, Sequence
+from typing import IO, Any, Callable, Self, Sequence
 
 from twin.events import Decision, InputEvent
 from twin.log import encode, open_log
 from twin.sources.errors import Problems, SourceProblem
-from twin.sources.meminfo import HvBalloon, Meminfo, parse_hv_balloon, parse_meminfo, vm_sample
-from twin.sources.observed import DEFAULT_RESERVE_MIB, HYPERV_DEFAULT_MINIMUM_MIB, ObservedHost, Snapshot
+from twin.sources.meminfo import (
+    HvBalloon,
+    Meminfo,
+    parse_hv_balloon,
+    parse_meminfo,
+    vm_sample,
+)
+from twin.sources.observed import (
+    DEFAULT_RESERVE_MIB,
+    HYPERV_DEFAULT_MINIMUM_MIB,
+    ObservedHost,
+    Snapshot,
+)
 
 __all__ = ["Sink", "JsonlSink", "run_agent", "agent_main", "HV_BALLOON_PATH"]
 
@@ -51,7 +62,7 @@ class JsonlSink:
         if self._out is not sys.stdout:
             self._out.close()
 
-    def __enter__(self) -> JsonlSink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

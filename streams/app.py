@@ -117,8 +117,10 @@ class Worker:
             )
         }
         options = {"driver": "rocksdict"} if s.store.startswith("rocksdb") else None
+        changelog = app.topic(f"{s.app_id}-hosts-changelog", partitions=s.partitions, compacting=True,
+                              deleting=False, internal=True, **raw)
         table = app.Table("hosts", default=None, partitions=s.partitions, options=options,
-                          schema=faust.Schema(**raw))
+                          schema=faust.Schema(**raw), changelog_topic=changelog)
         # Faust derives a table's store serializers from its types (bytes → json) and ignores
         # the schema's; the store is created lazily, so setting them here takes effect.
         table.key_serializer = table.value_serializer = "raw"

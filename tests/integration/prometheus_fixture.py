@@ -1,15 +1,14 @@
 """Fixtures that run a real Prometheus against a real metrics server of ours.
 
-``twin_metrics_server``: a simulated, logged and replayed run of ``examples/dozen.toml``, served by
-``streams.metrics.serve`` on a free loopback port, together with the pipeline metrics a worker
-would record while folding the same inputs.
+``twin_metrics_server``: a real worker process fed a simulated run of ``examples/dozen.toml`` through
+the real broker (plus one bad message), serving the twin's counters and its own pipeline metrics.
 
 ``prometheus_server``: the ``prometheus`` binary (Debian package ``prometheus``) on a free
 loopback port with a temporary config that scrapes ``twin_metrics_server`` every second; ready
 once the target is up and has been scraped a few times (enough for ``rate()``).
 
-Import both into a conftest or a test module: ``from prometheus_fixture import
-prometheus_server, twin_metrics_server``.
+Import both into a test module: ``from .prometheus_fixture import prometheus_server,
+twin_metrics_server``.
 """
 
 from __future__ import annotations
@@ -29,19 +28,16 @@ from typing import Any
 
 import pytest
 
-from streams.metrics import PipelineMetrics, rejection_reason, serve, twin_registry
-from twin.engine import Twin
-from twin.errors import Rejected
-from twin.events import DECISION_TYPES, BalancerTicked
-from twin.log import decode, encode, replay
-from twin.scenario import load_scenario, simulate
+from twin.log import replay
+from twin.scenario import load_scenario
+
+from .pipeline import WorkerProcess, read_topic, run_feed, send_raw, unique_topics, wait_until_quiet
 
 __all__ = ["TwinMetricsServer", "PrometheusServer", "twin_metrics_server", "prometheus_server"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "examples" / "dozen.toml"
 SCENARIO_SECONDS = 120
-EVENTS_TOPIC = "dmtwin.inputs"
 READY_TIMEOUT_S = 60.0
 MIN_SCRAPES = 3
 
@@ -100,48 +96,28 @@ class PrometheusServer:
         return list(body["data"])
 
 
-def _pipeline_pass(lines: list[str], pipeline: PipelineMetrics) -> None:
-    """Fold the log's inputs into a fresh twin the way the worker does (decisions are re-derived,
-    not read), recording what the worker records: events, reports, decisions, balancing time,
-    dead letters and, at the end, its lag."""
-    twin = Twin()
-    for line in lines:
-        try:
-            event = decode(line)
-        except Rejected as rejected:
-            pipeline.dead_letter(rejection_reason(rejected, stage="decode"))
-            continue
-        if isinstance(event, DECISION_TYPES):
-            continue
-        if isinstance(event, BalancerTicked):
-            with pipeline.balancer_round():
-                decisions = twin.handle(event)
-        else:
-            decisions = twin.handle(event)  # type: ignore[arg-type]
-        pipeline.record(event, decisions)
-    pipeline.set_consumer_lag(EVENTS_TOPIC, 0, 0)
-
-
 @pytest.fixture(scope="session")
-def twin_metrics_server() -> Iterator[TwinMetricsServer]:
-    """A replayed simulation (plus pipeline metrics) served over HTTP on a free loopback port."""
-    scenario = load_scenario(SCENARIO).model_copy(update={"duration_s": SCENARIO_SECONDS})
-    lines = [encode(event) for event in simulate(scenario)]
-    lines.insert(len(lines) // 2, '{"type": "guest.status", "at_ms": "soon"}')  # one dead letter
-    result = replay(lines)
-    assert len(result.rejected) == 1
-    registry = twin_registry(lambda: result.twin.hosts.values())
-    _pipeline_pass(lines, PipelineMetrics(registry))
-    server = serve(registry, 0, "127.0.0.1")
+def twin_metrics_server(kafka_bootstrap: str,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinMetricsServer]:
+    """A real `dmtwin worker` fed a simulated run of examples/dozen.toml (and one bad message, so
+    the dead-letter series has data), serving its metrics on a free loopback port."""
+    app_id, topics = unique_topics()
+    worker = WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp("worker") / "w", app_id, topics,
+                           store="memory://").start()
     try:
+        scenario = load_scenario(SCENARIO).model_copy(update={"duration_s": SCENARIO_SECONDS})
+        run_feed(scenario, kafka_bootstrap, topics, speed=30, drain_s=2)
+        send_raw(kafka_bootstrap, topics.telemetry, [(b"hv-01", b'{"type": "guest.status", "at_ms": "soon"}')])
+        wait_until_quiet(kafka_bootstrap, topics.event_log)
+        result = replay([value for _, value in read_topic(kafka_bootstrap, topics.event_log)])
+        assert result.rejected == []
         hosts = result.twin.hosts
         yield TwinMetricsServer(
-            port=server.server_address[1], hosts=tuple(hosts),
+            port=worker.metrics_port, hosts=tuple(hosts),
             vms={name: tuple(state.vms.names) for name, state in hosts.items()},
             replay_state=result.twin)
     finally:
-        server.shutdown()
-        server.server_close()
+        worker.stop()
 
 
 def _wait_until_scraped(prom: PrometheusServer, process: subprocess.Popen[bytes], log: Path) -> None:

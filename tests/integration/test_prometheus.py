@@ -1,7 +1,7 @@
 # ruff: noqa: F811  (pytest fixtures are parameters named like the imported fixtures)
 """Every query of every Grafana dashboard returns data from a real Prometheus scraping the twin.
 
-No mocks: a simulated run is logged, replayed and served by ``streams.metrics.serve``; the
+No mocks: a worker process folds a simulated run streamed through Kafka and serves its metrics; the
 ``prometheus`` binary scrapes it every second; each PromQL ``expr`` of grafana/dashboards/*.json,
 with Grafana's template variables replaced by concrete values, goes through the HTTP API.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 # The fixtures are imported by name so this module runs whether or not conftest.py imports them too.
-from prometheus_fixture import (  # noqa: F401
+from .prometheus_fixture import (  # noqa: F401
     PrometheusServer,
     TwinMetricsServer,
     prometheus_server,

@@ -5,15 +5,11 @@ from the caller), no network. Each source skips what it cannot read and reports 
 ``SourceProblem(file, line, reason)`` in the caller's ``problems`` list (raised as ``SourceError``
 when no list is given).
 
-======== ===================================================== =========================================
-source   ``path_or_args``                                      module
-======== ===================================================== =========================================
-perfmon  a PDH-CSV 4.0 counter log (typeperf, relog, logman)   ``twin.sources.perfmon``
-meminfo  /proc/meminfo (+ hv-balloon debugfs) snapshots        ``twin.sources.meminfo``
-virsh    ``virsh dommemstat`` / ``domstats --balloon`` output  ``twin.sources.virsh``
-bitbrains the Bitbrains ``memory.csv.gz``                      ``twin.sources.bitbrains``
-synthetic ``"3x12 mix=steady:2,bursty:1 seed=7"``              ``twin.sources.synthetic``
-======== ===================================================== =========================================
+- ``perfmon``: a Hyper-V PDH-CSV 4.0 counter log (typeperf, relog, logman) — ``twin.sources.perfmon``
+- ``meminfo``: /proc/meminfo (+ hv-balloon debugfs) snapshots of a Linux guest — ``twin.sources.meminfo``
+- ``virsh``: ``virsh dommemstat`` / ``domstats --balloon`` output — ``twin.sources.virsh``
+- ``bitbrains``: the Bitbrains GWA-T-12 ``memory.csv.gz`` — ``twin.sources.bitbrains``
+- ``synthetic``: a fleet spec such as ``"3x12 mix=steady:2,bursty:1 seed=7"`` — ``twin.sources.synthetic``
 
 ``bitbrains`` and ``synthetic`` build a ``twin.scenario.Scenario``; ``ingest`` gives its guests'
 reports open loop (``synthetic.reports``); ``twin.scenario.simulate`` runs it closed loop.
@@ -34,8 +30,8 @@ from .perfmon import read_perfmon
 from .synthetic import fleet, parse_fleet, reports
 from .virsh import read_virsh
 
-__all__ = ["SOURCES", "ingest", "options", "scenario_of", "SourceProblem", "SourceError", "bitbrains_scenario", "fleet",
-           "parse_fleet", "reports", "measure"]
+__all__ = ["SOURCES", "ingest", "options", "scenario_of", "SourceProblem", "SourceError", "bitbrains_scenario",
+           "fleet", "parse_fleet", "reports", "measure"]
 
 _READERS: dict[str, Callable[..., Iterator[InputEvent]]] = {
     "perfmon": read_perfmon,
@@ -92,4 +88,5 @@ def ingest(source: str, path_or_args: str | Path, *, problems: list[SourceProble
     if source in _SCENARIOS:
         return reports(scenario_of(source, path_or_args, problems=problems, **opts))
     _check(source, opts)
-    return _function(source)(path_or_args, problems=problems, **opts)
+    events: Iterator[InputEvent] = _READERS[source](path_or_args, problems=problems, **opts)
+    return events

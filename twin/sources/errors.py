@@ -9,6 +9,7 @@ gets every problem appended to it; a caller that passes none gets the first one 
 from __future__ import annotations
 
 import gzip
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,6 @@ def parse_number(text: str) -> float | None:
         value = float(text)
     except ValueError:
         return None
-    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+    if not math.isfinite(value) or value < 0:
         return None
     return value

@@ -57,7 +57,7 @@ class VmSample:
     """What the guest's DM_STATUS_REPORT would carry: demand + ballooned pages (+ Linux floor)."""
     available_mib: int | None = None
     maximum_mib: int | None = None
-    capabilities: GuestCapabilities = GuestCapabilities()
+    capabilities: GuestCapabilities = field(default_factory=GuestCapabilities)
 
 
 @dataclass(frozen=True)

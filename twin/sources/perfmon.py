@@ -140,7 +140,7 @@ def _snapshots(text: str, report: Problems, default_host: str, utc_offset_min: i
         return {}
     bias_min = int(match["bias"]) if utc_offset_min is None else -utc_offset_min
     vms, balancers = _columns(header[1:], report, reader.line_num, default_host)
-    snapshots: dict[str, list[Snapshot]] = {name: [] for name in {h for h, _ in vms} | set(balancers)}
+    snapshots: dict[str, list[Snapshot]] = {name: [] for name in [*(h for h, _ in vms), *balancers]}
     last_ms = -1
     for row in reader:
         line = reader.line_num

@@ -18,7 +18,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..events import HostJoined, HostMemoryChanged, InputEvent, VmRestarted, VmSettingsChanged, VmStarted, VmStopped
+from ..events import (
+    HostJoined,
+    HostMemoryChanged,
+    InputEvent,
+    VmRestarted,
+    VmSettingsChanged,
+    VmStarted,
+    VmStopped,
+)
 from ..guest import SimulatedGuest
 from ..scenario import GuestSpec, HostSpec, Scenario, VmSpec
 from ..workload import WORKLOAD_ADAPTER, Workload, series
@@ -104,7 +112,7 @@ def fleet(hosts: int = 1, vms: int = 8, mix: str = "steady:2,diurnal:2,bursty:2,
     rng = np.random.default_rng(seed)
     kinds, specs = _counts(parse_mix(mix), vms), []
     for h in range(1, hosts + 1):
-        vm_specs = []
+        vm_specs: list[dict[str, Any]] = []
         for n, kind in enumerate(kinds, start=1):
             maximum = int(rng.choice(MAXIMA_MIB))
             startup = min(int(rng.choice((512, 1024, 2048))), maximum // 2)
@@ -174,10 +182,10 @@ def reports(scenario: Scenario) -> Iterator[InputEvent]:
                 if second in vm.restart_at_s:
                     guests[key] = (guests[key][0], second)
                     yield VmRestarted(at_ms=now, host=host.name, vm=vm.name)
-                for change in vm.settings_changes:
-                    if change.at_s == second:
+                for setting in vm.settings_changes:
+                    if setting.at_s == second:
                         yield VmSettingsChanged(at_ms=now, host=host.name, vm=vm.name,
-                                                **change.model_dump(exclude={"at_s"}, exclude_none=True))
+                                                **setting.model_dump(exclude={"at_s"}, exclude_none=True))
                 if vm.stop_at_s == second:
                     del guests[key]
                     yield VmStopped(at_ms=now, host=host.name, vm=vm.name)

@@ -40,7 +40,13 @@ from typing import Iterator
 
 from ..events import GuestCapabilities, InputEvent
 from .errors import Problems, SourceProblem, read_text
-from .observed import DEFAULT_RESERVE_MIB, HYPERV_DEFAULT_MINIMUM_MIB, ObservedHost, Snapshot, VmSample
+from .observed import (
+    DEFAULT_RESERVE_MIB,
+    HYPERV_DEFAULT_MINIMUM_MIB,
+    ObservedHost,
+    Snapshot,
+    VmSample,
+)
 
 __all__ = ["DOMMEMSTAT_FIELDS", "DomainStats", "parse_virsh", "domain_sample", "virsh_events", "read_virsh"]
 
