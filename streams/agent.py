@@ -144,16 +144,21 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, help="stop after this many reports")
     parser.add_argument("--host-mib", type=int, help="the host's memory (default: VM maximum + reserve)")
     parser.add_argument("--proc-root", default="/proc")
-    parser.add_argument("--to", default="-", help="JSON Lines file to append to (default stdout)")
+    parser.add_argument("--to", default="-",
+                        help="kafka://HOST:PORT, or a JSON Lines file to append to (default stdout)")
     args = parser.parse_args(argv)
     problems: list[SourceProblem] = []
-    with JsonlSink(args.to) as sink:
-        try:
-            run_agent(args.host, args.vm, sink, args.interval, args.count, args.proc_root,
-                      host_mib=args.host_mib, problems=problems)
-        except KeyboardInterrupt:
-            pass
+    from .sink import sink_for
+
+    sink = sink_for(args.to, append=True)
+    try:
+        run_agent(args.host, args.vm, sink, args.interval, args.count, args.proc_root,
+                  host_mib=args.host_mib, problems=problems)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sink.close()  # type: ignore[attr-defined]
     for problem in problems:
         print(f"dmtwin agent: {problem}", file=sys.stderr)
-    print(f"dmtwin agent: {sink.count} events written to {args.to}", file=sys.stderr)
+    print(f"dmtwin agent: {sink.count} events sent to {args.to}", file=sys.stderr)  # type: ignore[attr-defined]
     return 0

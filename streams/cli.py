@@ -115,12 +115,6 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kafka(args: argparse.Namespace, rest: list[str]) -> int:
-    from streams import broker
-
-    return broker.main(rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmtwin", description="A digital twin of Hyper-V Dynamic Memory.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,16 +154,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/schemas", help="folder to write to (default docs/schemas)")
     p.set_defaults(run=_schema)
 
-    p = sub.add_parser("kafka", help="fetch, start, stop a local single-node Kafka (up|down|status)",
-                       add_help=False)
-    p.set_defaults(run=None)
+    for name, (_, _, description) in PASSTHROUGH.items():
+        sub.add_parser(name, help=description, add_help=False)
     return parser
+
+
+PASSTHROUGH = {
+    "kafka": ("streams.broker", "main", "fetch, start, stop a local single-node Kafka: up | down | status"),
+    "ingest": ("streams.ingest", "ingest_main",
+               "turn a telemetry source (perfmon, meminfo, virsh, bitbrains, synthetic) into events"),
+    "agent": ("streams.agent", "agent_main", "report this Linux machine's memory as a guest, every second"),
+    "top": ("streams.top", "top_main", "live table of every VM, like Hyper-V Manager's memory columns"),
+}
+"""Commands with a parser of their own: ``dmtwin NAME --help`` shows their options."""
+
+
+def _passthrough(name: str, rest: list[str]) -> int:
+    import importlib
+
+    module, function, _ = PASSTHROUGH[name]
+    entry = getattr(importlib.import_module(module), function)
+    if name == "ingest":
+        from .sink import sink_for
+
+        return int(entry(rest, sink_factory=sink_for))
+    return int(entry(rest))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["kafka"]:
-        return _kafka(argparse.Namespace(), argv[1:])
+    if argv[:1] and argv[0] in PASSTHROUGH:
+        return _passthrough(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))

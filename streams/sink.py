@@ -1,0 +1,46 @@
+"""Where sources send events: a JSON Lines file, or the twin's input topics on Kafka."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twin.events import Decision, GuestStatusReported, InputEvent
+from twin.log import encode
+
+from .agent import JsonlSink, Sink
+from .feed import parse_kafka_url
+from .topics import Topics
+
+__all__ = ["KafkaSink", "sink_for"]
+
+
+class KafkaSink:
+    """Sends each input to the twin's topics, keyed by host: status reports to the telemetry topic,
+    everything else (host and VM events, guests' answers) to the host-events topic."""
+
+    def __init__(self, bootstrap: str, topics: Topics | None = None) -> None:
+        import warnings
+
+        with warnings.catch_warnings():  # kafka-python 3 imports deprecated importlib APIs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from kafka import KafkaProducer
+        self.topics = topics or Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin."))
+        self.producer: Any = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        self.count = 0
+
+    def __call__(self, event: InputEvent | Decision) -> None:
+        topic = self.topics.telemetry if isinstance(event, GuestStatusReported) else self.topics.host_events
+        self.producer.send(topic, key=event.host.encode(), value=encode(event).encode())
+        self.count += 1
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
+
+
+def sink_for(target: str, append: bool = False) -> Sink:
+    """``kafka://HOST:PORT`` → a ``KafkaSink``; anything else is a JSON Lines file (``-``: stdout)."""
+    if target.startswith("kafka://"):
+        return KafkaSink(parse_kafka_url(target))
+    return JsonlSink(target, mode="a" if append else "w")
