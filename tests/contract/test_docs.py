@@ -1,0 +1,20 @@
+"""The docs that list what the code defines stay in step with it."""
+
+from pathlib import Path
+
+from streams.metrics import metrics_markdown
+from streams.topics import Topics
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_metrics_doc_lists_every_metric():
+    assert metrics_markdown() in (DOCS / "metrics.md").read_text(encoding="utf-8")
+
+
+def test_topics_doc_names_every_topic():
+    text = (DOCS / "topics.md").read_text(encoding="utf-8")
+    topics = Topics()
+    for name in (topics.telemetry, topics.host_events, topics.balloon_commands, topics.addition_commands,
+                 topics.event_log, topics.dead_letters):
+        assert f"`{name}`" in text
