@@ -6,7 +6,8 @@ Commit order for one message (at-least-once, made idempotent):
 1. the processor folds the message (``streams.processor``); its offset is recorded in the host's
    table value, so a message redelivered after a crash is recognised and skipped;
 2. log entries, commands and dead letters are sent (commands carry host, VM and ``seq``, so an
-   actuator applies each once even if a crash makes the worker send it twice);
+   actuator applies each once even if a crash makes the worker send it twice); the output topics
+   are created before the worker starts (``streams.feed.ensure_topics``);
 3. the host's new state is written to the table (and so to its changelog topic);
 4. Faust commits the input offset after the agent has processed the message.
 
@@ -29,7 +30,7 @@ from twin.state import HostState
 
 from .metrics import PipelineMetrics, twin_registry
 from .processor import HostProcessor, Outputs, Source
-from .topics import FOREVER, Topics
+from .topics import Topics
 
 __all__ = ["Settings", "Worker", "create_app"]
 
@@ -107,15 +108,6 @@ class Worker:
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                                "value_serializer": "raw"}
         inputs = app.topic(*topics.inputs, partitions=s.partitions, **raw)
-        outputs = {
-            name: app.topic(name, partitions=s.partitions, **raw, config=config)
-            for name, config in (
-                (topics.event_log, {"retention.ms": str(FOREVER)}),
-                (topics.dead_letters, {"retention.ms": str(FOREVER)}),
-                (topics.balloon_commands, None),
-                (topics.addition_commands, None),
-            )
-        }
         options = {"driver": "rocksdict"} if s.store.startswith("rocksdb") else None
         changelog = app.topic(f"{s.app_id}-hosts-changelog", partitions=s.partitions, compacting=True,
                               deleting=False, internal=True, **raw)
@@ -133,14 +125,14 @@ class Worker:
                 stored = table.get(key) if key else None
                 blob, out = self.processor.process(
                     key, event.value, Source(message.topic, message.partition, message.offset), stored)
-                for line in out.log:
-                    await outputs[topics.event_log].send(key=key, value=line)
-                for line in out.balloon_commands:
-                    await outputs[topics.balloon_commands].send(key=key, value=line)
-                for line in out.addition_commands:
-                    await outputs[topics.addition_commands].send(key=key, value=line)
-                for line in out.dead_letters:
-                    await outputs[topics.dead_letters].send(key=key, value=line)
+                # Straight to the producer: Faust's Topic.send costs a queue hop per record, and
+                # Faust flushes this producer before it commits input offsets all the same.
+                send = app.producer.send
+                for topic, lines in ((topics.event_log, out.log), (topics.balloon_commands, out.balloon_commands),
+                                     (topics.addition_commands, out.addition_commands),
+                                     (topics.dead_letters, out.dead_letters)):
+                    for line in lines:
+                        await send(topic, key, line, None, None, None)
                 if blob is not None and key is not None:
                     table[key] = blob
                     record = self.processor.load(key.decode(), blob)

@@ -82,26 +82,33 @@ def run_feed(scenario: Scenario, bootstrap: str, topics: Topics, **options: Any)
     return asyncio.run(feed(scenario, bootstrap, topics, **options))
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 10) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of a topic, partition by partition (in order within each)."""
+def read_records(bootstrap: str, topic: str, timeout_s: float = 10) -> list[Any]:
+    """Every record of a topic (kafka-python ConsumerRecords), partition by partition, in order."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
-        records: dict[int, list[tuple[bytes, bytes]]] = {tp.partition: [] for tp in partitions}
+        records: dict[int, list[Any]] = {tp.partition: [] for tp in partitions}
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
-            for tp, batch in consumer.poll(timeout_ms=500).items():
-                records[tp.partition] += [(r.key, r.value) for r in batch]
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=50_000).items():
+                records[tp.partition] += batch
         return [record for p in sorted(records) for record in records[p]]
     finally:
         consumer.close()
 
 
-def wait_until_quiet(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s: float = 120) -> int:
-    """Wait until a topic has received nothing for ``quiet_s``; return its message count."""
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 10) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of a topic, partition by partition (in order within each)."""
+    return [(r.key, r.value) for r in read_records(bootstrap, topic, timeout_s)]
+
+
+def wait_until_quiet(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s: float = 120,
+                     at_least: int = 1) -> int:
+    """Wait until a topic holds ``at_least`` messages and then received nothing for ``quiet_s``;
+    return its message count."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
         deadline = time.monotonic() + timeout_s
@@ -111,7 +118,7 @@ def wait_until_quiet(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s
             count = sum(consumer.end_offsets(partitions).values()) if partitions else 0
             if count != last:
                 last, since = count, time.monotonic()
-            elif time.monotonic() - since >= quiet_s:
+            elif time.monotonic() - since >= quiet_s and count >= at_least:
                 return count
             time.sleep(0.5)
         raise TimeoutError(f"{topic} still busy after {timeout_s}s")
