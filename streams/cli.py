@@ -23,9 +23,11 @@ def _simulate(args: argparse.Namespace) -> int:
     from twin.log import open_log, write_log
     from twin.scenario import load_scenario, simulate
 
+    from twin.chain import Chainer
+
     scenario = load_scenario(args.scenario)
     rejected: list[Rejected] = []
-    events = simulate(scenario, rejected=rejected)
+    events = Chainer().link_all(simulate(scenario, rejected=rejected))  # tamper-evident, like the worker's
     if args.output in (None, "-"):
         count = write_log(events, sys.stdout)
     else:
@@ -40,6 +42,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _simulate_to_kafka(args: argparse.Namespace) -> int:
     import asyncio
+    import time
 
     from twin.scenario import load_scenario
 
@@ -48,8 +51,13 @@ def _simulate_to_kafka(args: argparse.Namespace) -> int:
 
     settings = Settings()
     scenario = load_scenario(args.scenario)
-    stats = asyncio.run(feed(scenario, parse_kafka_url(args.to), settings.topics, speed=args.speed,
-                             per_guest=args.per_guest, partitions=settings.partitions))
+    if not args.keep_start:  # live runs happen now: event time follows the wall clock from here
+        scenario = scenario.model_copy(update={"start_ms": int(time.time()) * 1000})
+    try:
+        stats = asyncio.run(feed(scenario, parse_kafka_url(args.to), settings.topics, speed=args.speed,
+                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.loop))
+    except KeyboardInterrupt:
+        return 0
     print(f"dmtwin simulate: {stats.seconds} s of event time, {stats.reports} reports in "
           f"{stats.messages} messages, {stats.answers} commands answered", file=sys.stderr)
     return 0
@@ -115,6 +123,183 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_url() -> str:
+    import os
+
+    return "kafka://" + os.environ.get("DMTWIN_BROKER", "localhost:9092")
+
+
+def _event_log_topic(topic: str | None) -> str:
+    from .logtool import _default_topic
+
+    return topic or _default_topic()
+
+
+def _log_export(args: argparse.Namespace) -> int:
+    from twin.audit import parse_time
+
+    from .logtool import ExportFilter, export_log, kafka_url
+
+    bootstrap = kafka_url(args.source or _broker_url())
+    if bootstrap is None:
+        raise ValueError(f"--from={args.source!r}: expected kafka://HOST:PORT")
+    first = end = None
+    if args.offsets:
+        low, _, high = args.offsets.partition(":")
+        first, end = (int(low) if low else None), (int(high) if high else None)
+    filt = ExportFilter(since_ms=parse_time(args.since) if args.since else None,
+                        until_ms=parse_time(args.until) if args.until else None,
+                        hosts=tuple(args.host), partitions=tuple(args.partition), first_offset=first, end_offset=end)
+    stats = export_log(bootstrap, _event_log_topic(args.topic), args.file, filt, fresh=args.fresh,
+                       max_messages=args.max)
+    print(f"dmtwin log export: {stats.written} lines in {args.file}"
+          + (" (resumed)" if stats.resumed else ""), file=sys.stderr)
+    return 0
+
+
+def _log_import(args: argparse.Namespace) -> int:
+    from .logtool import import_log, kafka_url
+
+    bootstrap = kafka_url(args.to)
+    if bootstrap is None:
+        raise ValueError(f"--to={args.to!r}: expected kafka://HOST:PORT")
+    stats = import_log(args.file, bootstrap, _event_log_topic(args.topic), skip=args.skip,
+                       partitions=args.partitions, max_messages=args.max)
+    print(f"dmtwin log import: {stats.sent} lines sent, {stats.skipped} skipped, {stats.already_there} were "
+          "already on the topic", file=sys.stderr)
+    return 0
+
+
+def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[no-untyped-def]
+    """The log's lines; with ``again``, a function giving them anew (a topic is read once)."""
+    from .logtool import kafka_url, open_lines
+
+    if not again:
+        return open_lines(args.log, args.topic)
+    if kafka_url(args.log) is None and args.log != "-":
+        return lambda: open_lines(args.log, args.topic)
+    lines = list(open_lines(args.log, args.topic))
+    return lambda: iter(lines)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from twin.audit import verify
+
+    heads = json.loads(Path(args.heads).read_text()) if args.heads else None
+    if args.jobs > 1:
+        from .logtool import verify_parallel
+
+        result = verify_parallel(_log_source(args), args.jobs, heads)
+    else:
+        result = verify(_log_source(args), heads)
+    sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
+                     else result.to_text())
+    return 0 if result.ok else 1
+
+
+def _audit_explain(args: argparse.Namespace) -> int:
+    from twin.audit import explain, parse_time
+
+    result = explain(_log_source(args), args.vm, parse_time(args.at), args.host)
+    sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
+                     else result.to_text())
+    return 0 if result.record is not None or result.decision is not None else 1
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    from twin.audit import verify
+    from twin.htmlreport import render_report
+    from twin.whatif import Changes, whatif
+
+    lines = _log_source(args, again=True)
+    checked = verify(lines())
+    changes = Changes(policy=args.whatif_policy) if args.whatif_policy else None
+    run = whatif(lines(), changes, record=True)
+    Path(args.output).write_text(render_report(run, checked, source=args.log), encoding="utf-8")
+    print(f"dmtwin audit report: {args.output}", file=sys.stderr)
+    return 0
+
+
+def _whatif(args: argparse.Namespace) -> int:
+    from twin.whatif import Changes, parse_setting, whatif
+
+    settings: dict[str, dict[str, int | bool]] = {}
+    for text in args.set:
+        vm, name, value = parse_setting(text)
+        settings.setdefault(vm, {})[name] = value
+    changes = Changes(policy=args.policy, host_mib=args.host_mib, reserve_mib=args.reserve_mib, settings=settings)
+    result = whatif(_log_source(args), changes, response_ms=args.response_ms)
+    sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
+                     else result.to_text())
+    return 0
+
+
+def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``log export|import``, ``audit verify|explain|report`` and ``whatif``."""
+    log_help = "event log (JSON Lines, .gz allowed; - for stdin; kafka://HOST:PORT for the event-log topic)"
+    topic_help = "with kafka://: the topic (default: $DMTWIN_TOPIC_PREFIX + event-log)"
+    p = sub.add_parser("log", help="export the event-log topic to a file, or import a file into a topic")
+    log = p.add_subparsers(dest="log_command", required=True)
+    e = log.add_parser("export", help="write the event-log topic (or part of it) to a file; resumable")
+    e.add_argument("file", help="JSON Lines file to write (.gz compresses); an interrupted export resumes")
+    e.add_argument("--from", dest="source", metavar="kafka://HOST:PORT", help="broker (default $DMTWIN_BROKER)")
+    e.add_argument("--topic", help="topic to export (default: $DMTWIN_TOPIC_PREFIX + event-log)")
+    e.add_argument("--since", metavar="TIME", help="only events at or after TIME (at_ms or ISO-8601 UTC)")
+    e.add_argument("--until", metavar="TIME", help="only events at or before TIME")
+    e.add_argument("--host", action="append", default=[], help="only this host (repeat for several)")
+    e.add_argument("--partition", type=int, action="append", default=[], help="only this partition (repeat)")
+    e.add_argument("--offsets", metavar="FIRST:END", help="only offsets FIRST ≤ offset < END of each partition")
+    e.add_argument("--fresh", action="store_true", help="start over: overwrite the file, forget the sidecar")
+    e.add_argument("--max", type=int, metavar="N", help="stop after reading N messages (resume later)")
+    e.set_defaults(run=_log_export)
+    i = log.add_parser("import", help="send a log file to a topic, keyed by host, in order; resumable")
+    i.add_argument("file", help="JSON Lines file (.gz allowed)")
+    i.add_argument("--to", required=True, metavar="kafka://HOST:PORT")
+    i.add_argument("--topic", help="topic to write (default: $DMTWIN_TOPIC_PREFIX + event-log)")
+    i.add_argument("--skip", type=int, metavar="N", help="start after the first N lines (default: resume)")
+    i.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created (default 4)")
+    i.add_argument("--max", type=int, metavar="N", help="stop after sending N lines (resume later)")
+    i.set_defaults(run=_log_import)
+
+    p = sub.add_parser("audit", help="verify a log, explain a decision, or write an HTML report")
+    audit = p.add_subparsers(dest="audit_command", required=True)
+    v = audit.add_parser("verify", help="check the hash chain and re-derive every decision (exit 1 if not ok)")
+    v.add_argument("log", help=log_help)
+    v.add_argument("--topic", help=topic_help)
+    v.add_argument("--heads", metavar="FILE", help="JSON {host: digest}: the last digest known for each host "
+                   "(catches a log cut short)")
+    v.add_argument("--jobs", type=int, default=1, help="verify hosts in N processes (default 1)")
+    v.add_argument("--json", action="store_true", help="print JSON")
+    v.set_defaults(run=_audit_verify)
+    x = audit.add_parser("explain", help="a VM's state at a moment, its last decision and why, in words")
+    x.add_argument("log", help=log_help)
+    x.add_argument("--vm", required=True)
+    x.add_argument("--at", required=True, metavar="TIME", help="at_ms or ISO-8601 UTC, e.g. 2026-01-01T00:05:00Z")
+    x.add_argument("--host", help="the VM's host, if several hosts have a VM of that name")
+    x.add_argument("--topic", help=topic_help)
+    x.add_argument("--json", action="store_true", help="print JSON")
+    x.set_defaults(run=_audit_explain)
+    r = audit.add_parser("report", help="self-contained HTML report: charts per host and VM, decisions")
+    r.add_argument("log", help=log_help)
+    r.add_argument("-o", "--output", required=True, help="HTML file to write")
+    r.add_argument("--whatif-policy", choices=("hyperv", "squeezed", "mom", "esx"),
+                   help="also compare with a replay under this policy")
+    r.add_argument("--topic", help=topic_help)
+    r.set_defaults(run=_audit_report)
+
+    w = sub.add_parser("whatif", help="replay the recorded inputs with another policy, host size or settings")
+    w.add_argument("log", help=log_help)
+    w.add_argument("--policy", choices=("hyperv", "squeezed", "mom", "esx"))
+    w.add_argument("--host-mib", type=int, metavar="N", help="every host's total memory")
+    w.add_argument("--reserve-mib", type=int, metavar="N", help="every host's reserve")
+    w.add_argument("--set", action="append", default=[], metavar="VM.field=value",
+                   help="a VM setting (VM may be *), e.g. web-01.maximum_mib=8192; repeat for several")
+    w.add_argument("--response-ms", type=int, help="how long simulated guests take to answer (default: as recorded)")
+    w.add_argument("--topic", help=topic_help)
+    w.add_argument("--json", action="store_true", help="print JSON")
+    w.set_defaults(run=_whatif)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmtwin", description="A digital twin of Hyper-V Dynamic Memory.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --to: event seconds per wall second (1 = real time, 0 = as fast as possible)")
     p.add_argument("--per-guest", action="store_true",
                    help="with --to: one message per guest report instead of one frame per host and second")
+    p.add_argument("--loop", action="store_true",
+                   help="with --to: go on until stopped, the workloads starting over after duration_s")
+    p.add_argument("--keep-start", action="store_true",
+                   help="with --to: use the scenario's start_ms instead of the current time")
     p.set_defaults(run=_simulate)
 
     p = sub.add_parser("worker", help="run the Faust worker (several share hosts through the consumer group)")
@@ -153,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="write the JSON Schema of every event")
     p.add_argument("--out", default="docs/schemas", help="folder to write to (default docs/schemas)")
     p.set_defaults(run=_schema)
+
+    _add_audit_commands(sub)
 
     for name, (_, _, description) in PASSTHROUGH.items():
         sub.add_parser(name, help=description, add_help=False)

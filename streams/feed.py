@@ -13,6 +13,7 @@ messages only within a partition of one topic.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -73,11 +74,13 @@ class FeedStats:
 
 
 async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None, speed: float = 1.0,
-               per_guest: bool = False, partitions: int = 4, drain_s: float = 3.0) -> FeedStats:
-    """Send the scenario to Kafka second by second; answer commands until ``drain_s`` after the end."""
+               per_guest: bool = False, partitions: int = 4, drain_s: float = 3.0,
+               loop: bool = False) -> FeedStats:
+    """Send the scenario to Kafka second by second; answer commands until ``drain_s`` after the end.
+    With ``loop`` the run goes on until cancelled, the workloads starting over every ``duration_s``."""
     topics = topics or Topics()
     await ensure_topics(bootstrap, topics, partitions)
-    fleet = Fleet(scenario)
+    fleet = Fleet(scenario, cyclic=loop)
     stats = FeedStats()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -114,7 +117,7 @@ async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None,
             await send(topics.host_events, join.host, encode(join).encode())
         await producer.flush()
         started = time.monotonic()
-        for second in range(scenario.duration_s):
+        for second in itertools.count() if loop else range(scenario.duration_s):
             fleet.second = second
             for host in scenario.hosts:
                 for event in fleet.lifecycle(host):

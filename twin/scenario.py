@@ -145,17 +145,21 @@ class _RunningVm:
                                     max_hot_add_total_mib=spec.guest.max_hot_add_total_mib)
         self.boot_s = spec.start_at_s
 
-    def demand_at(self, second: int) -> int:
-        """Demand counts from the last boot: a restarted VM goes through its curve again."""
-        return int(self.demand[min(max(second - self.boot_s, 0), len(self.demand) - 1)])
+    def demand_at(self, second: int, cyclic: bool = False) -> int:
+        """Demand counts from the last boot: a restarted VM goes through its curve again. Past the
+        end of the curve it holds its last value, or starts over when ``cyclic``."""
+        age = max(second - self.boot_s, 0)
+        return int(self.demand[age % len(self.demand) if cyclic else min(age, len(self.demand) - 1)])
 
 
 class Fleet:
     """The scenario's guests, second by second: what the hosts and guests send, and how guests
     answer requests. Both drivers use it: ``simulate`` (in-process) and the Kafka feeder."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, cyclic: bool = False) -> None:
         self.scenario = scenario
+        self.cyclic = cyclic
+        """Workloads start over after ``duration_s`` (for runs that go on until stopped)."""
         self.second = 0
         self.vms: dict[tuple[str, str], _RunningVm] = {}
         self.curves = {
@@ -200,7 +204,7 @@ class Fleet:
     def reports(self, host: HostSpec) -> list[GuestStatusReported]:
         """Every running guest's status report of this second."""
         now = self.now_ms()
-        return [vm.guest.status(now, vm.demand_at(self.second))
+        return [vm.guest.status(now, vm.demand_at(self.second, self.cyclic))
                 for spec in host.vms if (vm := self.vms.get((host.name, spec.name))) is not None]
 
     def answer(self, decision: object, at_ms: int) -> InputEvent | None:
@@ -208,7 +212,7 @@ class Fleet:
         vm = self.vms.get((getattr(decision, "host", ""), getattr(decision, "vm", "")))
         if vm is None:
             return None
-        return vm.guest.answer(decision, at_ms, vm.demand_at(self.second))
+        return vm.guest.answer(decision, at_ms, vm.demand_at(self.second, self.cyclic))
 
     def forget(self, host: str, vm: str) -> None:
         """A VM the twin refused to start sends nothing more."""
