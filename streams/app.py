@@ -18,14 +18,11 @@ with more), and the balancer's ticks come from event time (``Twin.ingest``), nev
 from __future__ import annotations
 
 import os
-import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import faust
-from faust.streams import _current_event
 
 from twin.report import summary
 from twin.log import Replay
@@ -36,23 +33,6 @@ from .processor import HostProcessor, Outputs, Source
 from .topics import Topics
 
 __all__ = ["Settings", "Worker", "create_app"]
-
-BATCH_MAX = 500
-"""Messages folded between two table writes of a host."""
-BATCH_WITHIN_S = 0.005
-"""How long a batch waits to fill: the most a message waits before it is folded."""
-
-
-@contextmanager
-def as_current(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event: tables and their RocksDB store take the partition of
-    a key's entry from it. Inside ``take_events`` the current event is the batch's last one."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -149,32 +129,22 @@ class Worker:
 
         @app.agent(inputs, concurrency=1)
         async def fold(stream: Any) -> None:
-            # Messages come in batches; each host's table entry is written once per batch, as
-            # Faust's per-write cost (a changelog record through its buffer) dominates otherwise.
-            async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-                latest: dict[bytes, tuple[bytes, Any]] = {}
-                for event in events:
-                    key = event.key if isinstance(event.key, bytes) else None
-                    if key is None:
-                        stored = None
-                    elif key in latest:
-                        stored = latest[key][0]
-                    else:
-                        with as_current(event):
-                            stored = table.get(key)
-                    message = event.message
-                    blob, out = self.processor.process(
-                        key, event.value, Source(message.topic, message.partition, message.offset), stored)
-                    await self._send(app, key, out)
-                    if blob is not None and key is not None:
-                        latest[key] = (blob, event)
-                    self.count(out)
-                for key, (blob, event) in latest.items():
-                    with as_current(event):  # the table entry goes to the event's partition
-                        table[key] = blob
+            # One message at a time, its table entry written right after its outputs are sent: a
+            # batch that deferred the table writes (take_events, tried) ran twice faster but left a
+            # window in which a rebalance re-delivers messages whose outputs were already sent.
+            async for event in stream.events():
+                message = event.message
+                key = event.key if isinstance(event.key, bytes) else None
+                stored = table.get(key) if key else None
+                blob, out = self.processor.process(
+                    key, event.value, Source(message.topic, message.partition, message.offset), stored)
+                await self._send(app, key, out)
+                if blob is not None and key is not None:
+                    table[key] = blob
                     record = self.processor.load(key.decode(), blob)
                     if record is not None:
-                        self.published[key.decode()] = (event.message.partition, record.state.copy())
+                        self.published[key.decode()] = (message.partition, record.state.copy())
+                self.count(out)
 
         @app.timer(interval=5.0)
         async def measure_lag() -> None:

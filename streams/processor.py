@@ -8,6 +8,9 @@ The Faust agent (``streams.app``) is a thin loop around ``HostProcessor.process`
    is due), collecting every rejected input;
 4. return the new state, the log entries, the commands and the dead letters to send.
 
+Every log entry is hash-chained to the host's previous one (``twin.chain``); the head of the chain
+is kept in the host's table value, so the chain continues across restarts and rebalances.
+
 Nothing valid is lost: a frame with one bad report still applies the others, and every rejected
 message or report becomes a dead letter carrying the original bytes and the reason.
 """
@@ -22,9 +25,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from twin.chain import Chainer
 from twin.engine import Twin
 from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, StatusFrame
-from twin.log import encode, rejection
+from twin.log import rejection
 from twin.state import HostState
 
 from .metrics import rejection_reason
@@ -67,18 +71,28 @@ class Outputs:
 
 @dataclass
 class HostRecord:
-    """A host's entry in the worker's table: its state and the offsets already folded into it."""
+    """A host's entry in the worker's table: its state, the offsets already folded into it and the
+    digest of the last log entry written for it (the head of its hash chain, ``twin.chain``).
+
+    Serialized as a JSON header line ``{"offsets": {...}, "chain": "..."}``, then the state. A
+    header that is a bare offsets object (records written before chaining) reads as no chain yet.
+    """
 
     state: HostState
     offsets: dict[str, int] = field(default_factory=dict)
+    chain: str | None = None
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.offsets, separators=(",", ":")).encode() + b"\n" + self.state.to_bytes()
+        header = {"offsets": self.offsets, "chain": self.chain}
+        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.state.to_bytes()
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> HostRecord:
         head, _, body = blob.partition(b"\n")
-        return cls(HostState.from_bytes(body), json.loads(head))
+        header = json.loads(head)
+        if isinstance(header.get("offsets"), dict):  # offsets keys are "topic:partition", never "offsets"
+            return cls(HostState.from_bytes(body), header["offsets"], header.get("chain"))
+        return cls(HostState.from_bytes(body), header)
 
 
 def dead_letter(original: bytes | None, source: Source, reason: str, field_name: str = "",
@@ -155,8 +169,9 @@ class HostProcessor:
         state = twin.hosts.get(host)
         if state is None:  # nothing about this host was ever accepted
             return None, out
+        chainer = Chainer({host: record.chain} if record is not None and record.chain else None)
         for entry in entries:
-            line = encode(entry).encode()
+            line = chainer.line(entry).encode()
             out.log.append(line)
             if not isinstance(entry, DECISION_TYPES):
                 out.inputs.append(entry.type)
@@ -173,6 +188,7 @@ class HostProcessor:
         record = record or HostRecord(state)
         record.state = state
         record.offsets[source.slot] = source.offset
+        record.chain = chainer.heads.get(host, record.chain)
         blob = record.to_bytes()
         self._cache[host] = (blob, record)
         return blob, out

@@ -32,7 +32,7 @@ from .events import (
 from .policies import POLICIES, Snapshot
 from .state import NO_DATA, Col, HostState, Pending
 
-__all__ = ["BalancerParams", "PARAMS", "plan", "Decision"]
+__all__ = ["BalancerParams", "PARAMS", "Assessment", "assess", "plan", "Decision"]
 
 Decision = BalloonTargetSet | UnballoonRequested | MemoryAdditionRequested | SmartPagingEnded
 
@@ -64,32 +64,66 @@ PARAMS: dict[str, BalancerParams] = {
 }
 
 
-def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decision]:
-    """Decisions of one round on ``state`` at event time ``at_ms`` (sequence numbers assigned)."""
+@dataclass(frozen=True)
+class Assessment:
+    """What one round sees and wants, before it turns wants into requests (``plan``).
+
+    Arrays are over the VMs the round may act on (``idx``: their rows): idle, Dynamic Memory on,
+    a status report received. ``twin.audit`` reads it to explain a decision in words.
+    """
+
+    policy: str
+    params: BalancerParams
+    free_mib: int
+    """Free memory once the Smart Paging files that could be backed were (``ending``)."""
+    ending: list[SmartPagingEnded]
+    idx: np.ndarray
+    snapshot: Snapshot | None
+    """The policy's input; None when no VM is eligible."""
+    target: np.ndarray
+    """The policy's target, within the hard bounds (``snapshot.lower``/``upper``)."""
+    grow_band: np.ndarray
+    grow: np.ndarray
+    want: np.ndarray
+    host_short: bool
+    """The VMs' wanted growth exceeds the free memory."""
+    shrink_band: np.ndarray
+    lasted: np.ndarray
+    """The VM's surplus has lasted ``reclaim_after_ms``."""
+    shrink: np.ndarray
+    pressure: np.ndarray
+    order: np.ndarray
+    """Growth order: weight, then pressure, then row."""
+
+
+def assess(state: HostState, at_ms: int, policy: str | None = None) -> Assessment:
+    """The round's view of ``state`` at ``at_ms``: bounds, targets, dead bands, who grows first."""
     name = policy or state.policy
     params = PARAMS[name]
     rows = state.vms.rows
-    if len(rows) == 0:
-        return []
     names = state.vms.names
-    decisions: list[Decision] = []
     free = state.free_mib()
+    ending: list[SmartPagingEnded] = []
+    empty = np.zeros(0, dtype=np.int64)
+    if len(rows) == 0:
+        return Assessment(name, params, free, ending, empty, None, empty, empty, empty.astype(bool), empty,
+                          False, empty, empty.astype(bool), empty.astype(bool), empty, empty)
 
     idle = rows[:, Col.PENDING] == Pending.NONE
     paging = rows[:, Col.PAGING]
-    ending = np.flatnonzero(idle & (rows[:, Col.SMART_PAGING] == 1))
-    for i in ending:
+    for i in np.flatnonzero(idle & (rows[:, Col.SMART_PAGING] == 1)):
         backed = int(paging[i])
         if backed <= free:
             free -= backed
-            decisions.append(SmartPagingEnded(at_ms=at_ms, host=state.name, vm=names[i],
-                                              seq=_next_seq(state, names[i]), backed_mib=backed))
+            ending.append(SmartPagingEnded(at_ms=at_ms, host=state.name, vm=names[i],
+                                           seq=_next_seq(state, names[i]), backed_mib=backed))
     eligible = idle & (rows[:, Col.DM_ENABLED] == 1) & (rows[:, Col.DEMAND] != NO_DATA)
-    if len(decisions):
-        eligible[[state.vms.index[d.vm] for d in decisions]] = False
+    if ending:
+        eligible[[state.vms.index[d.vm] for d in ending]] = False
     idx = np.flatnonzero(eligible)
     if len(idx) == 0:
-        return decisions
+        return Assessment(name, params, free, ending, idx, None, empty, empty, empty.astype(bool), empty,
+                          False, empty, empty.astype(bool), empty.astype(bool), empty, empty)
 
     sub = rows[idx]
     assigned = sub[:, Col.ASSIGNED]
@@ -124,7 +158,24 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
     # Grow in order of weight, then pressure (most pressed first), then row: all deterministic.
     pressure = (200 * demand + assigned) // (2 * np.maximum(assigned, 1))
     order = np.lexsort((np.arange(len(idx)), -pressure, -sub[:, Col.WEIGHT]))
-    growing = order[want[order] > 0]
+    return Assessment(name, params, free, ending, idx, snapshot, target, grow_band, grow, want, host_short,
+                      shrink_band, lasted, shrink, pressure, order)
+
+
+def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decision]:
+    """Decisions of one round on ``state`` at event time ``at_ms`` (sequence numbers assigned)."""
+    a = assess(state, at_ms, policy)
+    decisions: list[Decision] = list(a.ending)
+    if a.snapshot is None:
+        return decisions
+    name, params, free, idx, s = a.policy, a.params, a.free_mib, a.idx, a.snapshot
+    names = state.vms.names
+    sub = state.vms.rows[idx]
+    assigned, demand, paged = s.assigned, s.demand, sub[:, Col.PAGING]
+    visible = sub[:, Col.VISIBLE]
+    want, pressure, target = a.want, a.pressure, a.target
+
+    growing = a.order[want[a.order] > 0]
     room = np.minimum(sub[:, Col.MAXIMUM] - assigned - paged, params.max_add_mib)
     columns = (idx, want, assigned, demand, pressure, visible - assigned - paged, sub[:, Col.ALIGNMENT], room)
     for i, wanted, held, needs, press, ballooned, align, space in zip(*(c[growing].tolist() for c in columns)):
@@ -151,10 +202,10 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
         free -= amount
 
     unit = params.balloon_unit_mib
-    remove = np.minimum(-delta, params.max_balloon_mib) // unit * unit
-    shrinking = np.flatnonzero(shrink & (remove > 0))
+    remove = np.minimum(assigned - target, params.max_balloon_mib) // unit * unit
+    shrinking = np.flatnonzero(a.shrink & (remove > 0))
     columns = (idx, remove, assigned, demand, pressure, target, paged)
-    why = "host short" if host_short else "surplus"
+    why = "host short" if a.host_short else "surplus"
     for i, amount, held, needs, press, aim, in_file in zip(*(c[shrinking].tolist() for c in columns)):
         vm = names[i]
         decisions.append(BalloonTargetSet(

@@ -24,6 +24,9 @@ class Rejected(TwinError):
         self.position = position
         super().__init__(self.describe())
 
+    def __reduce__(self) -> tuple[type[Rejected], tuple[str, Any, str, int | None]]:
+        return (Rejected, (self.field, self.value, self.reason, self.position))
+
     def at(self, position: int) -> Rejected:
         """The same rejection, placed at ``position`` in a log."""
         return Rejected(self.field, self.value, self.reason, position)

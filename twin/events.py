@@ -9,6 +9,10 @@ Inputs come from the host (host and VM lifecycle), from guests (DM_STATUS_REPORT
 the balancer's requests, DOMAIN.md §2.4) and from the balancer's own clock (``balancer.tick``).
 Decisions are what the balancer did; each carries a per-VM sequence number ``seq`` so that an
 actuator can apply it exactly once, and guests' answers name the ``seq`` they answer.
+
+Any event may carry ``chain``: the digest that links it to the previous event of its host in a
+tamper-evident log (``twin.chain``). It is not part of the event's content: ``model_dump_json``
+leaves it out (that is the canonical form the digest covers) and ``twin.log.encode`` appends it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
     "INPUT_TYPES",
     "DECISION_TYPES",
     "POLICY_NAMES",
+    "Digest",
 ]
 
 SCHEMA_VERSION = 1
@@ -59,6 +64,8 @@ PositiveMib = Annotated[int, Field(gt=0, le=MAX_MIB)]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s].*$")]
 PolicyName = Literal["hyperv", "squeezed", "mom", "esx"]
 POLICY_NAMES: tuple[str, ...] = ("hyperv", "squeezed", "mom", "esx")
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+"""A SHA-256 digest as 64 lower-case hex characters."""
 
 
 class _Model(BaseModel):
@@ -69,6 +76,9 @@ class _Event(_Model):
     v: Literal[1] = 1
     at_ms: Annotated[int, Field(ge=0)]
     host: Name
+    chain: Digest | None = Field(default=None, exclude=True)
+    """sha256(previous digest of this host's log + this event's canonical JSON), see ``twin.chain``.
+    Excluded from ``model_dump*``: the canonical form is the event without it."""
 
 
 class _VmEvent(_Event):
@@ -127,6 +137,10 @@ class HostJoined(_Event):
     total_mib: PositiveMib
     reserve_mib: Mib
     policy: PolicyName = "hyperv"
+    twin_version: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, exclude_if=lambda value: value is None)
+    """Version of the twin whose rules decided for this host (``twin.__version__``); stamped by
+    whoever writes the log (``twin.chain.Chainer``), left out of the JSON when unknown."""
 
     @model_validator(mode="after")
     def _reserve_below_total(self) -> HostJoined:

@@ -1,13 +1,17 @@
 """Event logs as JSON Lines: encoding, decoding with precise errors, and replay.
 
 One event per line, encoded by ``encode`` (pydantic's JSON, fields in model order), so the same
-events always give the same bytes. ``.gz`` files are read and written compressed.
+events always give the same bytes. A chained event (``twin.chain``) ends with its ``"chain"``
+digest; without it, the line is the event's canonical form. ``.gz`` files are read and written
+compressed. Lines of an older schema version are upgraded on reading (``twin.upcast``).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
@@ -16,24 +20,65 @@ from pydantic import ValidationError
 
 from .engine import Twin
 from .errors import Rejected
-from .events import DECISION_TYPES, EVENT_ADAPTER, Decision, InputEvent
+from .events import DECISION_TYPES, EVENT_ADAPTER, SCHEMA_VERSION, Decision, InputEvent
+from .upcast import upcast
 
-__all__ = ["encode", "decode", "rejection", "open_log", "read_log", "Replay", "replay", "write_log"]
+__all__ = ["encode", "decode", "peek", "rejection", "open_log", "read_log", "Replay", "replay", "write_log"]
 
 AnyEvent = InputEvent | Decision
 
 
 def encode(event: AnyEvent) -> str:
-    """One log line (without the newline)."""
-    return event.model_dump_json()
+    """One log line (without the newline): the canonical JSON, then the chain digest if any."""
+    body = event.model_dump_json()
+    if event.chain is None:
+        return body
+    return f'{body[:-1]},"chain":"{event.chain}"}}'
 
 
 def decode(line: str | bytes, position: int | None = None) -> AnyEvent:
-    """Parse and validate one log line; raise ``Rejected`` naming the field and value."""
+    """Parse and validate one log line; raise ``Rejected`` naming the field and value.
+
+    A line of an older schema version is upgraded (``twin.upcast``); a newer one is refused."""
     try:
         return EVENT_ADAPTER.validate_json(line)
     except ValidationError as error:
-        raise rejection(error, line, position) from None
+        problem = rejection(error, line, position)
+    upgraded = _upgraded(line, problem, position)
+    if upgraded is None:
+        raise problem from None
+    return upgraded
+
+
+def _upgraded(line: str | bytes, problem: Rejected, position: int | None) -> AnyEvent | None:
+    """The line as an event of the current schema if it is of another version, else None."""
+    if problem.field == "json":
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("v", SCHEMA_VERSION) == SCHEMA_VERSION:
+        return None
+    try:
+        current = upcast(data)
+        return EVENT_ADAPTER.validate_python(current)
+    except Rejected as refused:
+        raise refused.at(position) if position is not None else refused from None
+    except ValidationError as error:
+        raise rejection(error, json.dumps(current), position) from None
+
+
+_HEAD = re.compile(rb'\{"v":(\d+),"at_ms":(\d+),"host":"([^"\\]*)"')
+
+
+def peek(line: bytes) -> tuple[int, str] | None:
+    """(at_ms, host) of a line as ``encode`` writes it, without parsing it; None if it does not
+    start like one (then parse it to know)."""
+    match = _HEAD.match(line)
+    if match is None:
+        return None
+    return int(match[2]), match[3].decode("utf-8", "replace")
 
 
 def rejection(error: ValidationError, line: str | bytes, position: int | None = None) -> Rejected:

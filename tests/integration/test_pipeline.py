@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from twin.chain import unchained, verify_chain
 from twin.engine import Twin
 from twin.log import decode, replay
 from twin.report import summary
@@ -68,7 +69,8 @@ def test_reports_in_commands_out_and_the_log_replays_to_the_live_state(kafka_boo
 
     decisions = [d for d in result.decisions]
     rederived = Twin().handle_all(e for e in map(decode, log) if not e.type.startswith("decision."))
-    assert rederived == decisions, "every decision must re-derive from the logged inputs"
+    assert rederived == [unchained(d) for d in decisions], "every decision must re-derive from the logged inputs"
+    assert verify_chain(log) == [], "the worker chains every host's log"
 
     balloons = [json.loads(v) for _, v in read_topic(kafka_bootstrap, topics.balloon_commands)]
     additions = [json.loads(v) for _, v in read_topic(kafka_bootstrap, topics.addition_commands)]
@@ -112,7 +114,8 @@ def test_every_kind_of_bad_input_lands_in_the_dead_letter_topic(kafka_bootstrap,
         assert originals[value.decode()]["reason"], kind
     assert "time goes backwards" in originals[bad["backwards"].decode()]["reason"]
     assert originals[bad["unknown_vm"].decode()]["field"] == "vm"
-    assert decode(good) in map(decode, event_log(kafka_bootstrap, topics)), "a valid report after them is folded"
+    logged = [unchained(decode(line)) for line in event_log(kafka_bootstrap, topics)]
+    assert decode(good) in logged, "a valid report after them is folded"
     metrics = worker.metrics()
     total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                 if line.startswith("dmtwin_dead_letters_total{"))
@@ -139,6 +142,7 @@ def test_a_restarted_worker_resumes_from_its_tables_without_losing_or_repeating(
     assert len(log) > before
     result = replay(log)
     assert result.rejected == [], "a repeated or lost decision would break the per-VM sequence"
+    assert verify_chain(log) == [], "the chain goes on across the restart (its head is in the table)"
     assert states(result) == second.hosts()
     commands = [json.loads(v) for _, v in read_topic(kafka_bootstrap, topics.balloon_commands)]
     commands += [json.loads(v) for _, v in read_topic(kafka_bootstrap, topics.addition_commands)]
@@ -167,6 +171,8 @@ def test_two_workers_share_hosts_and_one_takes_over_when_the_other_stops(kafka_b
         assert time.monotonic() < deadline, f"worker one owns only {sorted(one.hosts())}"
         time.sleep(1)
     wait_until_quiet(kafka_bootstrap, topics.event_log)
-    result = replay(event_log(kafka_bootstrap, topics))
+    log = event_log(kafka_bootstrap, topics)
+    result = replay(log)
     assert result.rejected == []
+    assert verify_chain(log) == [], "the chain goes on when another worker takes a host over"
     assert states(result) == one.hosts()

@@ -3,6 +3,7 @@
 import json
 
 from streams.processor import HostProcessor, HostRecord, Source
+from twin.chain import unchained
 from twin.engine import Twin
 from twin.events import FrameReport, StatusFrame
 from twin.log import decode, encode, replay
@@ -60,7 +61,7 @@ def test_decisions_can_be_re_derived_from_the_inputs_in_the_log():
     result = replay(log)
     inputs = [line for line in log if b'"decision.' not in line]
     rederived = Twin().handle_all(decode(line) for line in inputs)
-    assert rederived == result.decisions and rederived
+    assert rederived == [unchained(d) for d in result.decisions] and rederived
 
 
 def test_a_redelivered_message_is_skipped_and_a_cold_cache_gives_the_same_result():

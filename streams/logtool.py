@@ -1,0 +1,447 @@
+"""The event log outside Kafka and back: export a topic to a file, import a file to a topic, and
+read either as the lines of a log (for ``dmtwin audit`` and ``dmtwin whatif``).
+
+- **Export** writes the messages' values as JSON Lines (gzip when the name ends in .gz),
+  partition after partition, so every host's entries keep their order. A small sidecar
+  (``FILE.export.json``) records, after each batch, the next offset of each partition and the
+  file's size: an interrupted export resumes from there (the file is cut back to the last
+  checkpoint first, so nothing is written twice). Each batch of a .gz file is its own gzip member.
+- **Import** sends a file's lines keyed by their host, in file order, one request in flight, so
+  Kafka keeps each host's order. Its sidecar (``FILE.import-TOPIC.json``) records the lines sent
+  and the topic's end offsets after each flush; on resume, messages that reached the topic after
+  the last checkpoint are recognised and not sent again. ``skip`` starts at a given line instead.
+- **Verify in parallel**: hosts are independent, so ``verify_parallel`` hands each host's lines to
+  one of several processes and merges their verdicts.
+
+Uses kafka-python (synchronous). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import queue
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from twin.audit import Verification, Verifier, merge
+from twin.log import peek
+
+__all__ = [
+    "ExportFilter",
+    "ExportStats",
+    "ImportStats",
+    "export_log",
+    "host_of",
+    "import_log",
+    "kafka_url",
+    "open_lines",
+    "read_topic",
+    "verify_parallel",
+]
+
+BATCH = 5000
+Offsets = dict[int, int] | int | Callable[[int], int] | None
+PROGRESS_EVERY_S = 2.0
+
+
+def _kafka() -> Any:
+    with warnings.catch_warnings():  # kafka-python 3 imports deprecated importlib APIs
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import kafka  # type: ignore[import-untyped]
+        import kafka.admin  # type: ignore[import-untyped]
+    return kafka
+
+
+def kafka_url(text: str) -> str | None:
+    """``kafka://HOST:PORT`` → ``HOST:PORT``; None for anything else."""
+    if text.startswith("kafka://") and len(text) > len("kafka://"):
+        return text[len("kafka://"):]
+    return None
+
+
+def host_of(line: bytes) -> str | None:
+    """The host a log line belongs to (its Kafka key), or None if the line is not an event."""
+    head = peek(line)
+    if head is not None:
+        return head[1]
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    host = data.get("host") if isinstance(data, dict) else None
+    return host if isinstance(host, str) else None
+
+
+class _Progress:
+    """A line on stderr every few seconds."""
+
+    def __init__(self, what: str, out: IO[str] | None) -> None:
+        self.what, self.out = what, out
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, done: int, detail: str = "", final: bool = False) -> None:
+        now = time.monotonic()
+        if self.out is None or (not final and now - self.last < PROGRESS_EVERY_S):
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        print(f"dmtwin log {self.what}: {done:,} messages{detail} ({rate:,.0f}/s)"
+              + (" done" if final else ""), file=self.out, flush=True)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def read_topic(bootstrap: str, topic: str, start: Offsets = None,
+               end: Offsets = None, partitions: Iterable[int] | None = None
+               ) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+    """(partition, offset, key, value) of every message, partition after partition, from ``start``
+    (default: the beginning) up to ``end`` (default: the end offsets when called; exclusive).
+    ``start`` and ``end`` are one offset for all partitions, or one per partition (a dict, or a
+    function of the partition)."""
+    kafka = _kafka()
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        known = consumer.partitions_for_topic(topic)
+        if not known:
+            raise ValueError(f"topic {topic!r} does not exist on {bootstrap}")
+        chosen = sorted(known if partitions is None else set(partitions) & set(known))
+        tps = [kafka.TopicPartition(topic, p) for p in chosen]
+        ends = consumer.end_offsets(tps)
+        begins = consumer.beginning_offsets(tps)
+        for tp in tps:
+            stop = min(ends[tp], _offset(end, tp.partition, ends[tp]))
+            first = max(begins[tp], _offset(start, tp.partition, 0))
+            if first >= stop:
+                continue
+            consumer.assign([tp])
+            consumer.seek(tp, first)
+            while consumer.position(tp) < stop:
+                for record in consumer.poll(timeout_ms=1000, max_records=BATCH).get(tp, []):
+                    if record.offset >= stop:
+                        break
+                    yield tp.partition, record.offset, record.key, record.value
+    finally:
+        consumer.close()
+
+
+def _offset(offsets: Offsets, partition: int, default: int) -> int:
+    if offsets is None:
+        return default
+    if isinstance(offsets, int):
+        return offsets
+    if isinstance(offsets, dict):
+        return offsets.get(partition, default)
+    return offsets(partition)
+
+
+def open_lines(source: str, topic: str | None = None) -> Iterator[bytes]:
+    """The lines of a log: a file (.gz allowed), ``-`` for stdin, or ``kafka://HOST:PORT`` (the
+    event-log topic, partition after partition)."""
+    bootstrap = kafka_url(source)
+    if bootstrap is not None:
+        yield from (value for _, _, _, value in read_topic(bootstrap, topic or _default_topic()))
+        return
+    if source == "-":
+        yield from sys.stdin.buffer
+        return
+    path = Path(source)
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as lines:
+        yield from lines
+
+
+def _default_topic() -> str:
+    from .topics import Topics
+
+    return Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin.")).event_log
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """Which messages to export: an at_ms range (inclusive), hosts, partitions, an offset range."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    hosts: tuple[str, ...] = ()
+    partitions: tuple[int, ...] = ()
+    first_offset: int | None = None
+    end_offset: int | None = None
+    """Exclusive."""
+
+    def keeps(self, key: bytes | None, value: bytes) -> bool:
+        if self.hosts and (key.decode("utf-8", "replace") if key else host_of(value)) not in self.hosts:
+            return False
+        if self.since_ms is None and self.until_ms is None:
+            return True
+        head = peek(value)
+        at_ms = head[0] if head is not None else _at_ms(value)
+        if at_ms is None:
+            return True  # not an event: exported as it is, an audit reports it
+        return (self.since_ms is None or at_ms >= self.since_ms) and (self.until_ms is None or at_ms <= self.until_ms)
+
+
+def _at_ms(value: bytes) -> int | None:
+    try:
+        at_ms = json.loads(value).get("at_ms")
+    except (ValueError, AttributeError):
+        return None
+    return at_ms if isinstance(at_ms, int) else None
+
+
+@dataclass
+class ExportStats:
+    read: int = 0
+    written: int = 0
+    resumed: bool = False
+    next_offsets: dict[int, int] = field(default_factory=dict)
+
+
+def export_log(bootstrap: str, topic: str, path: str | Path, filt: ExportFilter = ExportFilter(),
+               fresh: bool = False, max_messages: int | None = None, progress: IO[str] | None = sys.stderr
+               ) -> ExportStats:
+    """Export ``topic`` to ``path``, resuming an interrupted export (see the module docstring)."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".export.json")
+    identity = {"topic": topic, "filter": asdict(filt)}
+    stats = ExportStats()
+    start: dict[int, int] = {}
+    if fresh:
+        path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+    if sidecar.exists():
+        saved = json.loads(sidecar.read_text())
+        if {k: saved.get(k) for k in identity} != json.loads(json.dumps(identity)):
+            raise ValueError(f"{sidecar} belongs to another export (topic or filter differ): pass --fresh "
+                             "to start over")
+        start = {int(p): o for p, o in saved["next"].items()}
+        with open(path, "ab") as raw:
+            raw.truncate(saved["bytes"])  # drop what was written after the last checkpoint
+        stats.resumed, stats.written = True, saved["lines"]
+    elif path.exists() and path.stat().st_size:
+        raise ValueError(f"{path} exists and no export to resume is recorded for it: pass --fresh to overwrite")
+    first = filt.first_offset or 0
+    show = _Progress("export", progress)
+    next_offsets = dict(start)
+    batch: list[bytes] = []
+    gz = path.suffix == ".gz"
+
+    def checkpoint() -> None:
+        data = b"".join(batch)
+        with open(path, "ab") as raw:
+            if data:
+                if gz:
+                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as member:
+                        member.write(data)
+                else:
+                    raw.write(data)
+            raw.flush()
+            os.fsync(raw.fileno())
+            size = raw.tell()
+        stats.written += len(batch)
+        batch.clear()
+        state = {**identity, "next": next_offsets, "bytes": size, "lines": stats.written}
+        tmp = sidecar.with_name(sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(state, sort_keys=True))
+        tmp.replace(sidecar)
+
+    for partition, offset, key, value in read_topic(bootstrap, topic, lambda p: max(start.get(p, 0), first),
+                                                    filt.end_offset, filt.partitions or None):
+        stats.read += 1
+        if filt.keeps(key, value):
+            batch.append(value.rstrip(b"\n") + b"\n")
+        next_offsets[partition] = offset + 1
+        if len(batch) >= BATCH:
+            checkpoint()
+        show(stats.read, f" read, {stats.written + len(batch):,} exported, partition {partition} offset {offset}")
+        if max_messages is not None and stats.read >= max_messages:
+            break
+    checkpoint()
+    stats.next_offsets = next_offsets
+    show(stats.read, f" read, {stats.written:,} exported to {path}", final=True)
+    return stats
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportStats:
+    sent: int = 0
+    skipped: int = 0
+    already_there: int = 0
+    """Lines found on the topic after the last checkpoint of an interrupted import: not sent again."""
+    lines: int = 0
+
+
+def _ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    kafka = _kafka()
+    admin = kafka.admin.KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        if topic not in admin.list_topics():
+            try:
+                admin.create_topics([kafka.admin.NewTopic(topic, partitions, 1, topic_configs={"retention.ms": "-1"})])
+            except kafka.errors.TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    kafka = _kafka()
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        tps = [kafka.TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = None, partitions: int = 4,
+               max_messages: int | None = None, progress: IO[str] | None = sys.stderr) -> ImportStats:
+    """Send a log file's lines to ``topic`` keyed by host, resuming an interrupted import."""
+    kafka = _kafka()
+    path = Path(path)
+    sidecar = path.with_name(f"{path.name}.import-{topic}.json")
+    _ensure_topic(bootstrap, topic, partitions)
+    stats = ImportStats()
+    extra: dict[bytes, list[bytes]] = {}
+    start = 0
+    if skip is not None:
+        start = skip
+    elif sidecar.exists():
+        saved = json.loads(sidecar.read_text())
+        start = saved["lines"]
+        ends = {int(p): o for p, o in saved["ends"].items()}
+        now = _end_offsets(bootstrap, topic)
+        if any(now.get(p, 0) > o for p, o in ends.items()) or set(now) - set(ends):
+            for _, _, key, value in read_topic(bootstrap, topic, start=ends, end=now):
+                extra.setdefault(key or b"", []).append(value)
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=10,
+                                   max_in_flight_requests_per_connection=1, linger_ms=20,
+                                   batch_size=512 * 1024)
+    show = _Progress("import", progress)
+    pending = 0
+
+    def checkpoint(lines: int) -> None:
+        producer.flush()
+        state = {"topic": topic, "lines": lines, "ends": _end_offsets(bootstrap, topic)}
+        tmp = sidecar.with_name(sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(state, sort_keys=True))
+        tmp.replace(sidecar)
+
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as lines:
+            number = 0
+            for number, line in enumerate(lines, start=1):
+                if number <= start:
+                    stats.skipped += 1
+                    continue
+                value = line.rstrip(b"\r\n")
+                if not value.strip():
+                    continue
+                host = host_of(value)
+                key = host.encode() if host is not None else None
+                waiting = extra.get(key or b"")
+                if waiting:
+                    if waiting[0] == value:
+                        waiting.pop(0)
+                        stats.already_there += 1
+                        continue
+                    waiting.clear()  # the topic goes on differently: send from here
+                producer.send(topic, key=key, value=value)
+                stats.sent += 1
+                pending += 1
+                if pending >= BATCH:
+                    checkpoint(number)
+                    pending = 0
+                show(stats.sent, f" sent, line {number:,} of {path.name}")
+                if max_messages is not None and stats.sent >= max_messages:
+                    break
+            stats.lines = number
+            checkpoint(number)
+    finally:
+        producer.close()
+    show(stats.sent, f" sent to {topic}, {stats.already_there} already there", final=True)
+    return stats
+
+
+# --- parallel verify ----------------------------------------------------------------------------
+
+
+def _verify_worker(inbox: Any, results: Any) -> None:
+    verifier = Verifier()
+    for message in iter(inbox.get, None):
+        if isinstance(message, tuple):  # all lines are in: the log's length and this worker's heads
+            verifier.end = verifier.chain.lines_seen = message[0]
+            verifier.chain.expected_heads = message[1]
+            continue
+        for position, line in message:
+            verifier.feed(position, line)
+    results.put(verifier.finish())
+
+
+def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | None = None) -> Verification:
+    """``twin.audit.verify`` with each host's lines in one of ``jobs`` processes (hosts are dealt
+    out in the order they first appear, so that each process gets as many)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    inboxes = [ctx.Queue(maxsize=32) for _ in range(jobs)]
+    results = ctx.Queue()
+    workers = [ctx.Process(target=_verify_worker, args=(inbox, results), daemon=True) for inbox in inboxes]
+    for worker in workers:
+        worker.start()
+
+    def put(index: int, message: object) -> None:
+        while True:  # never wait forever on a verifier that died
+            try:
+                inboxes[index].put(message, timeout=1.0)
+                return
+            except queue.Full:
+                _alive(workers[index])
+
+    batches: list[list[tuple[int, bytes]]] = [[] for _ in range(jobs)]
+    owner: dict[str | None, int] = {None: 0}  # lines that are not events: one verifier reports them
+    end = 0
+    for end, line in enumerate(lines, start=1):
+        position = end - 1
+        head = peek(line)
+        host = head[1] if head is not None else host_of(line)
+        index = owner.get(host)
+        if index is None:
+            index = owner[host] = (len(owner) - 1) % jobs
+        batch = batches[index]
+        batch.append((position, line))
+        if len(batch) >= 2000:
+            put(index, batch)
+            batches[index] = []
+    for index, batch in enumerate(batches):
+        if batch:
+            put(index, batch)
+        put(index, (end, {h: d for h, d in (heads or {}).items() if owner.get(h, 0) == index}))
+        put(index, None)
+    parts: list[Verification] = []
+    while len(parts) < jobs:
+        try:
+            parts.append(results.get(timeout=1.0))
+        except queue.Empty:
+            for worker in workers:
+                _alive(worker)
+    for worker in workers:
+        worker.join()
+    return merge(parts)
+
+
+def _alive(worker: Any) -> None:
+    if not worker.is_alive() and worker.exitcode:
+        raise RuntimeError(f"a verifier process failed (exit code {worker.exitcode})")

@@ -1,0 +1,76 @@
+"""dmtwin whatif: the recorded inputs replayed with other settings, and compared with what happened."""
+
+import pytest
+
+from twin.scenario import Scenario
+from twin.whatif import Changes, measure, parse_setting, whatif
+
+from .logs import chained, fleet
+
+
+def steady(maximum_mib: int = 4096, total_mib: int = 8192) -> list[str]:
+    """One Windows guest needing 3000 MiB for a minute, from a Startup of 1024 MiB."""
+    return chained(Scenario.model_validate({"seed": 1, "duration_s": 60, "hosts": [
+        {"name": "h", "total_mib": total_mib, "reserve_mib": 1024, "vms": [
+            {"name": "a", "startup_mib": 1024, "minimum_mib": 512, "maximum_mib": maximum_mib,
+             "workload": {"kind": "steady", "mib": 3000, "noise_percent": 0}}]}]}))
+
+
+def test_changing_nothing_reproduces_the_recorded_run_exactly():
+    lines = chained(fleet(os="windows"))  # the simulated guests answer like the recorded ones did
+    result = whatif(lines, Changes(), record=True)
+    assert result.whatif is not None
+    assert {k: u.as_dict() for k, u in result.actual.usage.items()} == \
+        {k: u.as_dict() for k, u in result.whatif.usage.items()}
+    strip = lambda ds: [(d.type, d.vm, d.seq, d.at_ms) for d in ds]
+    assert {k: strip(v) for k, v in result.actual.decisions.items()} == \
+        {k: strip(v) for k, v in result.whatif.decisions.items()}
+    assert result.rejected_whatif == [] and result.rejected_actual == 0
+
+
+def test_a_lower_maximum_keeps_the_vm_in_warning():
+    result = whatif(steady(), Changes(settings={"a": {"maximum_mib": 2048}}))
+    actual, what = result.actual.usage[("h", "a")], result.whatif.usage[("h", "a")]
+    assert actual.running_s == what.running_s == 59.0  # 60 rounds, one second apart
+    assert actual.warning_s == 0 and what.warning_s == 59.0  # 3000 MiB needed, 2048 allowed
+    assert actual.average_mib == pytest.approx((3072 + 58 * 3600) / 59)  # 2048 then 528 more: the ideal
+    assert what.average_mib == 2048 and what.add_ops == 1 and actual.add_ops == 2
+    assert actual.saved_percent == pytest.approx(100 * (1 - actual.average_mib / 4096))
+    assert any("SimulatedGuest" in note for note in result.notes)
+    assert "a.maximum_mib=2048" in result.to_text()
+
+
+def test_a_host_too_small_refuses_the_vm_and_says_so():
+    result = whatif(steady(), Changes(host_mib=1536, reserve_mib=1024))
+    assert result.whatif.usage.get(("h", "a")) is None
+    assert result.rejected_whatif and "has only 512 MiB available" in result.rejected_whatif[0]
+
+
+def test_another_policy_decides_in_the_what_if():
+    result = whatif(chained(fleet(os="windows")), Changes(policy="squeezed"), record=True)
+    reasons = {d.reason.split(":")[0] for ds in result.whatif.decisions.values() for d in ds if hasattr(d, "reason")}
+    assert reasons == {"squeezed"}
+    assert result.to_dict()["total"]["whatif"]["decisions"] != result.to_dict()["total"]["actual"]["decisions"]
+
+
+def test_measure_only_the_recorded_run():
+    result = measure(steady())
+    assert result.whatif is None and result.actual.usage[("h", "a")].running_s == 59.0
+
+
+@pytest.mark.parametrize("text, parsed", [("web.maximum_mib=8192", ("web", "maximum_mib", 8192)),
+                                          ("*.hot_add=false", ("*", "hot_add", False)),
+                                          ("db.01.weight=100", ("db.01", "weight", 100))])
+def test_settings_parse(text, parsed):
+    assert parse_setting(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["web.colour=red", "maximum_mib=1", "web.weight=heavy"])
+def test_bad_settings_are_refused(text):
+    with pytest.raises(ValueError, match="--set"):
+        parse_setting(text)
+
+
+def test_impossible_settings_are_refused_clearly():
+    with pytest.raises(ValueError, match="minimum_mib"):
+        whatif(steady(), Changes(settings={"a": {"minimum_mib": 2048}}))  # above Startup
