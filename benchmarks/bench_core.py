@@ -18,7 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from twin.balancer import plan  # noqa: E402
 from twin.engine import Twin  # noqa: E402
-from twin.events import EVENT_ADAPTER, GuestStatusReported, HostJoined, MemorySettings, VmStarted  # noqa: E402
+from twin.events import (  # noqa: E402
+    EVENT_ADAPTER,
+    GuestStatusReported,
+    HostJoined,
+    MemorySettings,
+    VmStarted,
+)
 from twin.log import encode, replay  # noqa: E402
 from twin.scenario import Scenario, simulate  # noqa: E402
 

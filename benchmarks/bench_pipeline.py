@@ -29,7 +29,12 @@ from streams.broker import LocalKafka  # noqa: E402
 from streams.feed import ensure_topics  # noqa: E402
 from streams.topics import Topics  # noqa: E402
 from tests.integration.conftest import free_ports  # noqa: E402
-from tests.integration.pipeline import WorkerProcess, read_records, unique_topics, wait_until_quiet  # noqa: E402
+from tests.integration.pipeline import (  # noqa: E402
+    WorkerProcess,
+    read_records,
+    unique_topics,
+    wait_until_quiet,
+)
 from twin.events import INPUT_MESSAGE_ADAPTER, FrameReport, StatusFrame  # noqa: E402
 from twin.log import encode  # noqa: E402
 from twin.scenario import Fleet, Scenario  # noqa: E402

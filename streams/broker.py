@@ -244,7 +244,8 @@ def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
         with warnings.catch_warnings():  # kafka-python 3.0 uses deprecated importlib.resources
             warnings.simplefilter("ignore", DeprecationWarning)
             from kafka import KafkaAdminClient  # type: ignore[import-untyped]
-            from kafka.errors import KafkaConfigurationError, KafkaError as ClientError
+            from kafka.errors import KafkaConfigurationError
+            from kafka.errors import KafkaError as ClientError
     except ImportError:
         host, _, port = bootstrap.rpartition(":")
         return _port_open(int(port), host=host or "127.0.0.1")

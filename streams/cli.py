@@ -19,11 +19,10 @@ __all__ = ["main"]
 def _simulate(args: argparse.Namespace) -> int:
     if args.to:
         return _simulate_to_kafka(args)
+    from twin.chain import Chainer
     from twin.errors import Rejected
     from twin.log import open_log, write_log
     from twin.scenario import load_scenario, simulate
-
-    from twin.chain import Chainer
 
     scenario = load_scenario(args.scenario)
     rejected: list[Rejected] = []
@@ -46,8 +45,8 @@ def _simulate_to_kafka(args: argparse.Namespace) -> int:
 
     from twin.scenario import load_scenario
 
-    from .app import Settings
     from .feed import feed, parse_kafka_url
+    from .settings import Settings
 
     settings = Settings()
     scenario = load_scenario(args.scenario)
@@ -55,7 +54,7 @@ def _simulate_to_kafka(args: argparse.Namespace) -> int:
         scenario = scenario.model_copy(update={"start_ms": int(time.time()) * 1000})
     try:
         stats = asyncio.run(feed(scenario, parse_kafka_url(args.to), settings.topics, speed=args.speed,
-                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.loop))
+                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.forever))
     except KeyboardInterrupt:
         return 0
     print(f"dmtwin simulate: {stats.seconds} s of event time, {stats.reports} reports in "
@@ -69,8 +68,9 @@ def _worker(args: argparse.Namespace) -> int:
 
     import faust
 
-    from .app import Settings, Worker
+    from .app import Worker
     from .feed import ensure_topics
+    from .settings import Settings
 
     overrides = {k: v for k, v in {
         "broker": args.broker, "store": args.store, "data_dir": args.data_dir and Path(args.data_dir),
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --to: event seconds per wall second (1 = real time, 0 = as fast as possible)")
     p.add_argument("--per-guest", action="store_true",
                    help="with --to: one message per guest report instead of one frame per host and second")
-    p.add_argument("--loop", action="store_true",
+    p.add_argument("--forever", action="store_true",
                    help="with --to: go on until stopped, the workloads starting over after duration_s")
     p.add_argument("--keep-start", action="store_true",
                    help="with --to: use the scenario's start_ms instead of the current time")

@@ -27,7 +27,15 @@ from .events import (
     VmStarted,
     VmStopped,
 )
-from .state import NO_DATA, PRESSURE_WINDOW, Col, HostState, Pending, ideal_mib, pressure_percent
+from .state import (
+    NO_DATA,
+    PRESSURE_WINDOW,
+    Col,
+    HostState,
+    Pending,
+    ideal_mib,
+    pressure_percent,
+)
 
 __all__ = ["apply", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
 

@@ -110,7 +110,7 @@ def test_worker_and_simulator_commands(services: dict[str, dict[str, Any]]) -> N
         args = build_parser().parse_args(command[1:])
         assert "kafka:19092" in (getattr(args, "broker", None) or getattr(args, "to", None) or "")
         assert services[service]["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert "--loop" in services["simulator"]["command"], "the stack keeps streaming until stopped"
+    assert "--forever" in services["simulator"]["command"], "the stack keeps streaming until stopped"
 
 
 def test_prometheus_scrapes_the_worker_every_5_s(services: dict[str, dict[str, Any]]) -> None:

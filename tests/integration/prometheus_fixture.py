@@ -28,10 +28,18 @@ from typing import Any
 
 import pytest
 
+from twin.engine import Twin
 from twin.log import replay
 from twin.scenario import load_scenario
 
-from .pipeline import WorkerProcess, read_topic, run_feed, send_raw, unique_topics, wait_until_quiet
+from .pipeline import (
+    WorkerProcess,
+    read_topic,
+    run_feed,
+    send_raw,
+    unique_topics,
+    wait_until_quiet,
+)
 
 __all__ = ["TwinMetricsServer", "PrometheusServer", "twin_metrics_server", "prometheus_server"]
 

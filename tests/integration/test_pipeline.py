@@ -14,7 +14,14 @@ from twin.log import decode, replay
 from twin.report import summary
 from twin.scenario import Scenario
 
-from .pipeline import WorkerProcess, read_topic, run_feed, send_raw, unique_topics, wait_until_quiet
+from .pipeline import (
+    WorkerProcess,
+    read_topic,
+    run_feed,
+    send_raw,
+    unique_topics,
+    wait_until_quiet,
+)
 
 pytestmark = pytest.mark.integration
 

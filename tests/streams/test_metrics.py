@@ -30,7 +30,13 @@ from streams.metrics import (
     serve_replay,
     twin_registry,
 )
-from twin.counters import BalancerCounters, VmCounters, balancer_counters, counter_fields, vm_counters
+from twin.counters import (
+    BalancerCounters,
+    VmCounters,
+    balancer_counters,
+    counter_fields,
+    vm_counters,
+)
 from twin.engine import Twin
 from twin.errors import Rejected
 from twin.events import DECISION_TYPES, BalancerTicked, VmStopped

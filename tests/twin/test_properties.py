@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from twin.engine import Twin
 from twin.errors import Rejected
 from twin.events import (
+    POLICY_NAMES,
     BalancerTicked,
     BalloonResponded,
     GuestCapabilities,
@@ -14,7 +15,6 @@ from twin.events import (
     HostMemoryChanged,
     HotAddResponded,
     MemoryAdditionRequested,
-    POLICY_NAMES,
     MemorySettings,
     UnballoonResponded,
     VmRestarted,
