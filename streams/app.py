@@ -31,6 +31,7 @@ from .settings import Settings
 
 __all__ = ["Settings", "Worker", "create_app"]
 
+
 class Worker:
     """The app and its agent, built from settings. ``published`` holds the latest state of each
     host this worker owns, for the metrics exposition and the /hosts/ page."""
