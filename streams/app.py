@@ -26,7 +26,7 @@ from twin.report import summary
 from twin.state import HostState
 
 from .metrics import PipelineMetrics, twin_registry
-from .processor import HostProcessor, Outputs, Source
+from .processor import HostProcessor, HostRecord, Outputs, Source
 from .settings import Settings
 
 __all__ = ["Settings", "Worker", "create_app"]
@@ -39,27 +39,16 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.processor = HostProcessor(settings.tick_ms)
-        self.published: dict[str, tuple[int, HostState]] = {}
+        self.published: dict[str, tuple[int, bytes]] = {}
+        """Each owned host's partition and latest table value: immutable bytes, decoded only when
+        read, so the agent does no extra work per message and readers see a consistent state."""
         self.registry = twin_registry(self.hosts)
         self.metrics = PipelineMetrics(self.registry)
         self.app = self._build()
 
     def hosts(self) -> list[HostState]:
-        """Snapshots of the hosts this worker owns (safe to read from the metrics thread)."""
-        return [state for _, state in list(self.published.values())]
-
-    def count(self, out: Outputs) -> None:
-        """Update the pipeline's own metrics after one message."""
-        m = self.metrics
-        for kind in out.inputs:
-            m.events.labels(kind).inc()
-        m.reports.inc(out.reports)
-        for kind in out.decisions:
-            m.decisions.labels(kind).inc()
-        for reason in out.reasons:
-            m.dead_letter(reason)
-        if out.rounds:
-            m.round_duration.observe(out.fold_seconds)
+        """The hosts this worker owns (safe to call from the metrics thread)."""
+        return [HostRecord.from_bytes(blob).state for _, blob in list(self.published.values())]
 
     async def _send(self, app: faust.App, key: bytes | None, out: Outputs) -> None:
         """Send one message's outputs straight to the producer: Faust's Topic.send costs a queue
@@ -107,10 +96,9 @@ class Worker:
                 await self._send(app, key, out)
                 if blob is not None and key is not None:
                     table[key] = blob
-                    record = self.processor.load(key.decode(), blob)
-                    if record is not None:
-                        self.published[key.decode()] = (message.partition, record.state.copy())
-                self.count(out)
+                    self.published[key.decode()] = (message.partition, blob)
+                self.metrics.count(out.inputs, out.decisions, out.reasons,
+                                   out.fold_seconds if out.rounds else None)
 
         @app.timer(interval=5.0)
         async def measure_lag() -> None:
@@ -133,8 +121,8 @@ class Worker:
         @app.page("/hosts/")
         async def hosts(web: Any, request: Any) -> Any:
             replayed = Replay()
-            for name, (_, state) in sorted(self.published.items()):
-                replayed.twin.hosts[name] = state
+            for state in sorted(self.hosts(), key=lambda state: state.name):
+                replayed.twin.hosts[state.name] = state
             return web.json(summary(replayed, decisions=False))
 
         return app

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -66,7 +64,6 @@ __all__ = [
     "metric",
     "metrics_markdown",
     "TwinCollector",
-    "Tagged",
     "PipelineMetrics",
     "rejection_reason",
     "twin_registry",
@@ -85,6 +82,8 @@ treats an empty label value as no label at all."""
 
 DEAD_LETTER_REASONS: tuple[str, ...] = ("json", "type", "schema", "state")
 """Values of the ``reason`` label of ``dmtwin_dead_letters_total`` (see ``rejection_reason``)."""
+REPORT_TYPE: str = GuestStatusReported.model_fields["type"].default
+"""Inputs of this type are also counted as reports processed."""
 
 ROUND_DURATION_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -327,13 +326,6 @@ def rejection_reason(rejected: Rejected, *, stage: Literal["decode", "apply"]) -
     return "schema" if stage == "decode" else "state"
 
 
-class Tagged(Protocol):
-    """Anything with an event ``type`` tag: every input event and decision of ``twin.events``."""
-
-    @property
-    def type(self) -> str: ...
-
-
 class PipelineMetrics:
     """The worker's own health, on the same registry as the twin's counters.
 
@@ -362,13 +354,20 @@ class PipelineMetrics:
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason)
 
-    def record(self, event: Tagged, decisions: Iterable[Tagged] = ()) -> None:
-        """Count one input event the worker folded and the decisions it caused."""
-        self.events.labels(event.type).inc()
-        if isinstance(event, GuestStatusReported):
-            self.reports.inc()
-        for decision in decisions:
-            self.decisions.labels(decision.type).inc()
+    def count(self, inputs: Iterable[str], decisions: Iterable[str] = (), dead_letters: Iterable[str] = (),
+              round_seconds: float | None = None) -> None:
+        """Count what the worker did with one message: the type of each input it folded, each
+        decision type, each dead letter's reason, and how long the fold took when a round ran."""
+        for kind in inputs:
+            self.events.labels(kind).inc()
+            if kind == REPORT_TYPE:
+                self.reports.inc()
+        for kind in decisions:
+            self.decisions.labels(kind).inc()
+        for reason in dead_letters:
+            self.dead_letter(reason)
+        if round_seconds is not None:
+            self.round_duration.observe(round_seconds)
 
     def dead_letter(self, reason: str) -> None:
         """Count one record sent to the dead-letter topic; ``reason`` is one of
@@ -376,15 +375,6 @@ class PipelineMetrics:
         if reason not in DEAD_LETTER_REASONS:
             raise ValueError(f"dead-letter reason {reason!r} is not one of {DEAD_LETTER_REASONS}")
         self.dead_letters.labels(reason).inc()
-
-    @contextmanager
-    def balancer_round(self) -> Iterator[None]:
-        """Time one balancing round: ``with metrics.balancer_round(): twin.handle(tick)``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.round_duration.observe(time.perf_counter() - start)
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         """Set the lag, in messages, of one partition of a consumed topic."""

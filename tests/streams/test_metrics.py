@@ -271,12 +271,9 @@ def test_pipeline_metrics_count_events_decisions_and_dead_letters() -> None:
     for event in simulate(SCENARIO.model_copy(update={"duration_s": 5}), Twin()):
         if isinstance(event, DECISION_TYPES):
             continue
-        if isinstance(event, BalancerTicked):
-            with pipeline.balancer_round():
-                decisions = twin.handle(event)
-        else:
-            decisions = twin.handle(event)  # type: ignore[arg-type]
-        pipeline.record(event, decisions)
+        decisions = twin.handle(event)  # type: ignore[arg-type]
+        pipeline.count([event.type], [d.type for d in decisions],
+                       round_seconds=0.001 if isinstance(event, BalancerTicked) else None)
     samples = scrape(registry)
     assert value(samples, "dmtwin_reports_processed_total") == 5 * 5
     assert value(samples, "dmtwin_events_total", type="guest.status") == 25
