@@ -37,7 +37,7 @@ from .state import (
     pressure_percent,
 )
 
-__all__ = ["apply", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
+__all__ = ["apply", "is_superseded", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
 
 HOT_ADD_RETRY_MS = 30_000
 """After a transient hot-add failure (result 0, DOMAIN.md §2.4) the host waits this long to retry."""
@@ -59,17 +59,30 @@ def apply(state: HostState, event: object) -> None:
     handler(state, event)
 
 
-def _row(state: HostState, event: object) -> int:
-    """Row of the event's VM, after checking it runs and that its time does not go backwards."""
+def _row(state: HostState, event: object, *, in_order: bool = True) -> int:
+    """Row of the event's VM, after checking it runs and, if ``in_order``, that its time does not
+    go backwards. Events that may arrive late (reports, answers) pass ``in_order=False``; they
+    must still come after the VM's (re)start."""
     name: str = getattr(event, "vm")
     i = state.vms.index.get(name)
     if i is None:
         raise Rejected("vm", name, f"no such VM running on host {state.name!r}")
     at_ms: int = getattr(event, "at_ms")
-    last = int(state.vms.data[i, Col.LAST_AT])
-    if at_ms < last:
+    row = state.vms.data[i]
+    started = int(row[Col.STARTED_AT])
+    if at_ms < started:
+        raise Rejected("at_ms", at_ms, f"time goes backwards for VM {name!r}: before its start at {started}")
+    last = int(row[Col.LAST_AT])
+    if in_order and at_ms < last:
         raise Rejected("at_ms", at_ms, f"time goes backwards for VM {name!r} (last event at {last})")
     return i
+
+
+def is_superseded(state: HostState, event: GuestStatusReported) -> bool:
+    """A report older than its VM's newest event arrived late (another topic, an outage): the
+    newer state stands, so folding it in event-time order would leave the VM as it is."""
+    i = state.vms.index.get(event.vm)
+    return i is not None and event.at_ms < int(state.vms.data[i, Col.LAST_AT])
 
 
 def _host_clock(state: HostState, at_ms: int) -> None:
@@ -185,7 +198,9 @@ def _status_reported(state: HostState, event: GuestStatusReported) -> None:
     """Demand is the guest's committed memory less its ballooned pages: guests count the pages
     they hold in the balloon as committed (Linux adds them explicitly: "the host expects the
     pressure information to include the ballooned out pages", hv_balloon.c, DOMAIN.md S10)."""
-    i = _row(state, event)
+    i = _row(state, event, in_order=False)
+    if is_superseded(state, event):
+        return
     row = state.vms.data[i]
     visible = int(row[Col.VISIBLE])
     if event.available_mib > visible:
@@ -217,7 +232,7 @@ def _status_reported(state: HostState, event: GuestStatusReported) -> None:
 
 def _answered(state: HostState, event: BalloonResponded | UnballoonResponded | HotAddResponded,
               kind: Pending) -> int:
-    i = _row(state, event)
+    i = _row(state, event, in_order=False)  # matched by seq: an answer may be folded after newer reports
     row = state.vms.data[i]
     if row[Col.PENDING] != kind or row[Col.PENDING_SEQ] != event.seq:
         in_flight = (f"{Pending(int(row[Col.PENDING])).name.lower()} #{int(row[Col.PENDING_SEQ])}"
@@ -249,7 +264,7 @@ def _balloon_responded(state: HostState, event: BalloonResponded) -> None:
         row[Col.FLOOR] = row[Col.ASSIGNED]
         row[Col.FLOOR_UNTIL] = event.at_ms + FLOOR_HOLD_MS
     _done(row)
-    row[Col.LAST_AT] = event.at_ms
+    row[Col.LAST_AT] = max(int(row[Col.LAST_AT]), event.at_ms)
 
 
 def _unballoon_responded(state: HostState, event: UnballoonResponded) -> None:
@@ -259,7 +274,7 @@ def _unballoon_responded(state: HostState, event: UnballoonResponded) -> None:
     row[Col.ADDED] += row[Col.PENDING_MIB]
     row[Col.ADD_OPS] += 1
     _done(row)
-    row[Col.LAST_AT] = event.at_ms
+    row[Col.LAST_AT] = max(int(row[Col.LAST_AT]), event.at_ms)
 
 
 def _hot_add_responded(state: HostState, event: HotAddResponded) -> None:
@@ -279,7 +294,7 @@ def _hot_add_responded(state: HostState, event: HotAddResponded) -> None:
     elif event.result == "permanent_failure" or event.added_mib < asked:
         row[Col.HOT_ADD_BLOCKED] = 1
     _done(row)
-    row[Col.LAST_AT] = event.at_ms
+    row[Col.LAST_AT] = max(int(row[Col.LAST_AT]), event.at_ms)
 
 
 # --- decisions -------------------------------------------------------------------------------------

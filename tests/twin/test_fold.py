@@ -71,14 +71,32 @@ def test_static_memory_vm_refuses_minimum_changes():
         twin.handle(VmSettingsChanged(at_ms=1, host=HOST, vm="s", minimum_mib=1024))
 
 
-def test_time_going_backwards_for_a_vm_is_refused():
+def test_a_late_report_is_superseded_by_the_newer_one():
     twin = host()
     start(twin, "a")
     report(twin, "a", 500, at_ms=5000)
+    before = twin.hosts[HOST].to_dict()
+    report(twin, "a", 600, at_ms=4999)  # arrived late, e.g. after an outage: accepted, changes nothing
+    assert twin.hosts[HOST].to_dict() == before
+
+
+def test_a_report_from_before_the_vm_started_is_refused():
+    twin = host()
+    start(twin, "a", at_ms=3000)
+    report(twin, "a", 500, at_ms=5000)
     with pytest.raises(Rejected) as error:
-        report(twin, "a", 600, at_ms=4999)
-    assert (error.value.field, error.value.value) == ("at_ms", 4999)
+        report(twin, "a", 600, at_ms=2999)
+    assert (error.value.field, error.value.value) == ("at_ms", 2999)
+    assert "before its start" in error.value.reason
     assert twin.hosts[HOST].vm("a").demand_mib == 500
+
+
+def test_settings_changes_still_keep_time_in_order():
+    twin = host()
+    start(twin, "a")
+    report(twin, "a", 500, at_ms=5000)
+    with pytest.raises(Rejected, match="time goes backwards"):
+        twin.handle(VmSettingsChanged(at_ms=4000, host=HOST, vm="a", weight=100))
 
 
 def test_unknown_vm_is_refused():
