@@ -1,122 +1,292 @@
-"""The Faust app: one agent folds each host's inputs into a changelog-backed table, runs the
-balancer and sends commands, log entries and dead letters.
+"""The Faust worker: exactly-once folding of each partition's inputs, one transaction per batch.
 
-Commit order for one message (at-least-once, made idempotent):
+Faust consumes the two input topics and spreads their partitions over the workers of the consumer
+group; its agent only decodes each message and queues it by partition (``streams.ordering``). A
+committer task takes what is ready every few milliseconds and, for each partition, in one Kafka
+transaction (``streams.transactions``):
 
-1. the processor folds the message (``streams.processor``); its offset is recorded in the host's
-   table value, so a message redelivered after a crash is recognised and skipped;
-2. log entries, commands and dead letters are sent (commands carry host, VM and ``seq``, so an
-   actuator applies each once even if a crash makes the worker send it twice); the output topics
-   are created before the worker starts (``streams.feed.ensure_topics``);
-3. the host's new state is written to the table (and so to its changelog topic);
-4. Faust commits the input offset after the agent has processed the message.
+1. folds the messages in event-time order into the hosts' records (``streams.processor``),
+   skipping any message the partition's mark says was processed before;
+2. sends the log entries, commands and dead letters, the changed host records and the new mark to
+   the compacted snapshot topic (``streams.snapshots``), and the input offsets to the group;
+3. commits. Only then does the worker's memory take the new state.
 
-Agents run at concurrency 1 (ECOSYSTEM.md §1.2: offsets can be committed past in-flight messages
-with more), and the balancer's ticks come from event time (``Twin.ingest``), never from a timer.
+So for each input, its log entries, commands, dead letters, state change and offset become visible
+together or not at all, across ``kill -9``, broker restarts and rebalances (docs/exactly-once.md).
+Faust's own offset commits are off (``acks=False`` on the input topics): the transactions are the
+only committer. On assignment the worker starts the partition's producer (fencing the previous
+owner) and reads the partition's snapshot back with ``read_committed``.
+
+Balancer ticks come from event time (``Twin.ingest``), never from a timer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from twin.log import Replay
 from twin.report import summary
 from twin.state import HostState
 
 from .metrics import PipelineMetrics, twin_registry
-from .processor import HostProcessor, HostRecord, Outputs, Source
+from .ordering import EventTimeMerge
+from .processor import Decoded, HostProcessor, HostRecord, Outputs, Source, decode
 from .settings import Settings
+from .snapshots import MARK_KEY, PartitionSnapshot, load_partition
+from .transactions import Fenced, Out, PartitionProducer
 
-__all__ = ["Settings", "Worker", "create_app"]
+__all__ = ["Settings", "Worker", "create_app", "EXIT_FENCED"]
+
+log = logging.getLogger(__name__)
+
+EXIT_FENCED = 70
+"""Exit status when another worker took a partition this one still held (it was presumed dead):
+nothing was committed, and a supervisor restarts it (compose's restart policy, systemd)."""
+
+
+@dataclass
+class OwnedPartition:
+    """A partition this worker owns in the current generation of the group."""
+
+    number: int
+    producer: PartitionProducer
+    merge: EventTimeMerge
+    snapshot: PartitionSnapshot = field(default_factory=PartitionSnapshot)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    owned: bool = True
 
 
 class Worker:
-    """The app and its agent, built from settings. ``published`` holds the latest state of each
-    host this worker owns, for the metrics exposition and the /hosts/ page."""
+    """The app, its agent and its committer, built from settings."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.processor = HostProcessor(settings.tick_ms)
-        self.published: dict[str, tuple[int, bytes]] = {}
-        """Each owned host's partition and latest table value: immutable bytes, decoded only when
-        read, so the agent does no extra work per message and readers see a consistent state."""
+        self.processor = HostProcessor(settings.tick_ms, settings.lateness_ms)
+        self.partitions: dict[int, OwnedPartition] = {}
         self.registry = twin_registry(self.hosts)
         self.metrics = PipelineMetrics(self.registry)
+        self.snapshot_topic = f"{settings.app_id}-snapshots"
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._round = asyncio.Lock()
+        self._reader: AIOKafkaConsumer | None = None
+        self._loading: asyncio.Task[None] | None = None
         self.app = self._build()
 
     def hosts(self) -> list[HostState]:
-        """The hosts this worker owns (safe to call from the metrics thread)."""
-        return [HostRecord.from_bytes(blob).state for _, blob in list(self.published.values())]
+        """The hosts this worker owns, from the moment it owns them (safe from the metrics thread:
+        committed records are replaced, never changed)."""
+        for _ in range(3):
+            try:
+                return [record.state for part in list(self.partitions.values()) if part.ready.is_set()
+                        for record in list(part.snapshot.hosts.values())]
+            except RuntimeError:  # a dict changed size while copied: try again
+                continue
+        return []
 
-    async def _send(self, app: faust.App, key: bytes | None, out: Outputs) -> None:
-        """Send one message's outputs straight to the producer: Faust's Topic.send costs a queue
-        hop per record, and Faust flushes this producer before it commits input offsets."""
+    def queued(self) -> int:
+        return sum(len(part.merge) for part in self.partitions.values())
+
+    # --- the agent: decode and queue -------------------------------------------------------------
+
+    async def intake(self, stream: Any) -> None:
         topics = self.settings.topics
-        send = app.producer.send
-        for topic, lines in ((topics.event_log, out.log), (topics.balloon_commands, out.balloon_commands),
-                             (topics.addition_commands, out.addition_commands),
-                             (topics.dead_letters, out.dead_letters)):
-            for line in lines:
-                await send(topic, key, line, None, None, None)
+        async for event in stream.events():
+            message = event.message
+            key = event.key if isinstance(event.key, bytes) else None
+            item = decode(key, event.value, Source(message.topic, message.partition, message.offset))
+            part = self.partitions.get(message.partition)
+            if part is None or message.topic not in topics.inputs:
+                continue  # revoked while in flight: the next owner reads it again
+            part.merge.push(item)
+            self._wake.set()
+            while self.queued() >= self.settings.max_queued:
+                self._room.clear()
+                await self._room.wait()
+
+    # --- the committer: one transaction per partition and batch -----------------------------------
+
+    async def commit_forever(self) -> None:
+        linger = self.settings.linger_ms / 1000
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=0.2)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await asyncio.sleep(linger)
+            async with self._round:
+                ready = [p for p in self.partitions.values() if p.ready.is_set() and p.owned and len(p.merge)]
+                if ready:
+                    await asyncio.gather(*(self._commit(part) for part in ready))
+            self._room.set()
+
+    def _has_more(self, partition: int) -> Any:
+        consumer = self.app.consumer
+
+        def has_more(topic: str, delivered: int) -> bool:
+            try:
+                highwater = consumer.highwater(faust.types.TP(topic, partition))
+            except Exception:  # not assigned (any more): nothing to wait for
+                return False
+            return highwater is not None and highwater > delivered + 1
+        return has_more
+
+    async def _commit(self, part: OwnedPartition) -> None:
+        released = part.merge.release(self._has_more(part.number))
+        if not released:
+            return
+        mark = part.snapshot.mark.copy()
+        working: dict[str, HostRecord] = {}
+        records: list[Out] = []
+        outs: list[Outputs] = []
+        for item in released:
+            if mark.seen(item.source):
+                continue  # processed before a crash or a rebalance
+            mark.advance(item.source)
+            out = self._fold(item, part, working)
+            records.extend(self._outputs(item, out))
+            outs.append(out)
+        if not outs:
+            return
+        snapshots = [Out(self.snapshot_topic, host.encode(), record.to_bytes(), part.number)
+                     for host, record in working.items()]
+        snapshots.append(Out(self.snapshot_topic, MARK_KEY, mark.to_bytes(), part.number))
+        offsets = {TopicPartition(slot.rsplit(":", 1)[0], part.number): offset for slot, offset in mark.next.items()}
+        started = time.perf_counter()
+        try:
+            await part.producer.commit(records + snapshots, offsets, still_owned=lambda: part.owned)
+        except Fenced as error:
+            self._fenced(part, error)
+            return
+        if not part.owned:
+            return  # revoked while committing: the next owner reads the committed state back
+        part.snapshot.mark = mark
+        part.snapshot.hosts.update(working)
+        self.metrics.transaction(time.perf_counter() - started, len(records) + len(snapshots))
+        for out in outs:
+            self.metrics.count(out.inputs, out.decisions, out.reasons, out.fold_seconds if out.rounds else None)
+
+    def _fold(self, item: Decoded, part: OwnedPartition, working: dict[str, HostRecord]) -> Outputs:
+        host = item.host
+        record = None
+        if host is not None:
+            record = working.get(host)
+            if record is None and host in part.snapshot.hosts:
+                record = part.snapshot.hosts[host].copy()
+        new, out = self.processor.fold(item, record)
+        if host is not None and new is not None:
+            working[host] = new
+        return out
+
+    def _outputs(self, item: Decoded, out: Outputs) -> list[Out]:
+        topics = self.settings.topics
+        key = item.key
+        records = [Out(topics.event_log, key, line) for line in out.log]
+        records += [Out(topics.balloon_commands, key, line) for line in out.balloon_commands]
+        records += [Out(topics.addition_commands, key, line) for line in out.addition_commands]
+        records += [Out(topics.dead_letters, key, d.value, headers=d.headers) for d in out.dead_letters]
+        return records
+
+    def _fenced(self, part: OwnedPartition, error: Fenced) -> None:
+        if not part.owned or self.partitions.get(part.number) is not part:
+            return  # a rebalance replaced this producer: expected
+        log.error("dmtwin worker: %s; another worker took partition %d while this one held it. "
+                  "Nothing of this batch was committed; exiting so that a supervisor restarts the worker.",
+                  error, part.number)
+        os._exit(EXIT_FENCED)
+
+    # --- rebalances --------------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[Any]) -> None:
+        lost = {tp.partition for tp in revoked if tp.topic in self.settings.topics.inputs}
+        parts = [self.partitions.pop(n) for n in lost if n in self.partitions]
+        for part in parts:
+            part.owned = False
+            part.merge.clear()
+        try:  # let a round in flight finish, so its outcome is known before the next owner starts
+            await asyncio.wait_for(self._round.acquire(), timeout=5.0)
+            self._round.release()
+        except asyncio.TimeoutError:
+            pass
+        await asyncio.gather(*(part.producer.stop() for part in parts))
+
+    async def on_assigned(self, assigned: set[Any]) -> None:
+        s = self.settings
+        numbers = sorted({tp.partition for tp in assigned if tp.topic in s.topics.inputs} - set(self.partitions))
+        for n in numbers:
+            self.partitions[n] = OwnedPartition(n, PartitionProducer(s.broker, s.app_id, n, **s.kafka_client()),
+                                                EventTimeMerge((s.topics.host_events, s.topics.telemetry)))
+        self._loading = asyncio.ensure_future(self._load([self.partitions[n] for n in numbers]))
+
+    async def _load(self, parts: list[OwnedPartition]) -> None:
+        """Fence the previous owner of each partition, then read its committed state back."""
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(bootstrap_servers=self.settings.broker, group_id=None,
+                                            enable_auto_commit=False, isolation_level="read_committed",
+                                            **self.settings.kafka_client())
+            await self._reader.start()
+        for part in parts:
+            started = time.perf_counter()
+            await part.producer.start()
+            part.snapshot = await load_partition(self._reader, self.snapshot_topic, part.number)
+            if part.owned:
+                part.ready.set()
+                log.info("dmtwin worker: partition %d: %d hosts loaded in %.2f s", part.number,
+                         len(part.snapshot.hosts), time.perf_counter() - started)
+        self._wake.set()
+
+    # --- the app -----------------------------------------------------------------------------------
 
     def _build(self) -> faust.App:
         s = self.settings
         topics = s.topics
         app = faust.App(
-            s.app_id, broker=f"kafka://{s.broker}", store=s.store, datadir=str(s.data_dir),
+            s.app_id, broker=f"kafka://{s.broker}", store="memory://", datadir=str(s.data_dir),
             topic_partitions=s.partitions, topic_replication_factor=1, table_standby_replicas=0,
-            consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host="0.0.0.0",
-            web_bind="0.0.0.0", broker_commit_every=100, broker_commit_interval=1.0,
+            consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host=s.web_host,
+            web_bind=s.web_host, stream_wait_empty=False,
+            broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
+            broker_max_poll_records=2000,
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                                "value_serializer": "raw"}
-        inputs = app.topic(*topics.inputs, partitions=s.partitions, **raw)
-        options = {"driver": "rocksdict"} if s.store.startswith("rocksdb") else None
-        changelog = app.topic(f"{s.app_id}-hosts-changelog", partitions=s.partitions, compacting=True,
-                              deleting=False, internal=True, **raw)
-        table = app.Table("hosts", default=None, partitions=s.partitions, options=options,
-                          schema=faust.Schema(**raw), changelog_topic=changelog)
-        # Faust derives a table's store serializers from its types (bytes → json) and ignores
-        # the schema's; the store is created lazily, so setting them here takes effect.
-        table.key_serializer = table.value_serializer = "raw"
+        inputs = app.topic(*topics.inputs, partitions=s.partitions, acks=False, **raw)
 
         @app.agent(inputs, concurrency=1)
         async def fold(stream: Any) -> None:
-            # One message at a time, its table entry written right after its outputs are sent: a
-            # batch that deferred the table writes (take_events, tried) ran twice faster but left a
-            # window in which a rebalance re-delivers messages whose outputs were already sent.
-            async for event in stream.events():
-                message = event.message
-                key = event.key if isinstance(event.key, bytes) else None
-                stored = table.get(key) if key else None
-                blob, out = self.processor.process(
-                    key, event.value, Source(message.topic, message.partition, message.offset), stored)
-                await self._send(app, key, out)
-                if blob is not None and key is not None:
-                    table[key] = blob
-                    self.published[key.decode()] = (message.partition, blob)
-                self.metrics.count(out.inputs, out.decisions, out.reasons,
-                                   out.fold_seconds if out.rounds else None)
+            await self.intake(stream)
+
+        @app.task
+        async def committer() -> None:
+            await self.commit_forever()
 
         @app.timer(interval=5.0)
         async def measure_lag() -> None:
             consumer = app.consumer
             for tp in consumer.assignment():
-                if tp.topic in topics.inputs:
+                part = self.partitions.get(tp.partition)
+                if tp.topic in topics.inputs and part is not None and part.ready.is_set():
                     highwater = consumer.highwater(tp)
-                    position = await consumer.position(tp)
-                    if highwater is not None and position is not None:
-                        self.metrics.set_consumer_lag(tp.topic, tp.partition, max(0, highwater - position))
+                    committed = part.snapshot.mark.next.get(f"{tp.topic}:{tp.partition}", 0)
+                    if highwater is not None:
+                        self.metrics.set_consumer_lag(tp.topic, tp.partition, max(0, highwater - committed))
 
         @app.on_partitions_revoked.connect
-        async def forget(sender: Any, revoked: set[Any], **_: Any) -> None:
-            lost = {tp.partition for tp in revoked if tp.topic in topics.inputs}
-            for host, (partition, _) in list(self.published.items()):
-                if partition in lost:
-                    del self.published[host]
-            self.processor.forget()
+        async def revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+            await self.on_revoked(revoked)
+
+        @app.on_partitions_assigned.connect
+        async def assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+            await self.on_assigned(assigned)
 
         @app.page("/hosts/")
         async def hosts(web: Any, request: Any) -> Any:

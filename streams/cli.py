@@ -73,20 +73,22 @@ def _worker(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     overrides = {k: v for k, v in {
-        "broker": args.broker, "store": args.store, "data_dir": args.data_dir and Path(args.data_dir),
-        "partitions": args.partitions, "web_port": args.web_port, "metrics_port": args.metrics_port,
-        "app_id": args.app_id}.items() if v is not None}
+        "broker": args.broker, "data_dir": args.data_dir and Path(args.data_dir),
+        "partitions": args.partitions, "web_host": args.web_host, "web_port": args.web_port,
+        "metrics_host": args.metrics_host, "metrics_port": args.metrics_port, "app_id": args.app_id,
+        "lateness_ms": args.lateness_ms}.items() if v is not None}
     settings = dataclasses.replace(Settings(), **overrides)
     # Topics first: a consumer group ignores topics that do not exist when it joins.
-    asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions))
+    asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
+                              snapshots=f"{settings.app_id}-snapshots"))
     worker = Worker(settings)
     if settings.metrics_port:
         from .metrics import serve
 
-        serve(worker.registry, settings.metrics_port)
-    print(f"dmtwin worker: broker {settings.broker}, state in {settings.data_dir}; hosts at "
-          f"http://localhost:{settings.web_port}/hosts/, metrics at "
-          f"http://localhost:{settings.metrics_port}/metrics", file=sys.stderr)
+        serve(worker.registry, settings.metrics_port, settings.metrics_host)
+    print(f"dmtwin worker: broker {settings.broker}; hosts at "
+          f"http://{settings.web_host}:{settings.web_port}/hosts/, metrics at "
+          f"http://{settings.metrics_host}:{settings.metrics_port}/metrics", file=sys.stderr)
     try:
         faust.Worker(worker.app, loglevel=args.loglevel).execute_from_commandline()
     except SystemExit as done:
@@ -321,11 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run the Faust worker (several share hosts through the consumer group)")
     p.add_argument("--broker", help="Kafka bootstrap host:port (default $DMTWIN_BROKER or localhost:9092)")
-    p.add_argument("--store", help="table store: rocksdb:// (default) or memory://")
-    p.add_argument("--data-dir", help="where this worker keeps its tables (one per worker on a machine)")
+    p.add_argument("--data-dir", help="where Faust keeps its own files (the hosts' state lives in Kafka)")
     p.add_argument("--partitions", type=int, help="partitions of the input topics (default 4)")
+    p.add_argument("--web-host", help="address of the /hosts/ page (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--web-port", type=int, help="port of the /hosts/ page (default 6066)")
+    p.add_argument("--metrics-host", help="address of the Prometheus exposition (default 127.0.0.1)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9108, 0 = off)")
+    p.add_argument("--lateness-ms", type=int,
+                   help="how late an input may arrive and still be folded (default 300000)")
     p.add_argument("--app-id", help="consumer group (default dmtwin)")
     p.add_argument("--loglevel", default="warning")
     p.set_defaults(run=_worker)

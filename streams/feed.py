@@ -27,7 +27,24 @@ from twin.scenario import Fleet, Scenario
 
 from .topics import FOREVER, Topics
 
-__all__ = ["FeedStats", "feed", "ensure_topics", "parse_kafka_url"]
+__all__ = ["FeedStats", "feed", "ensure_topics", "parse_kafka_url", "delivery", "DeliveryError",
+           "DELIVERY_TIMEOUT_MS"]
+
+DELIVERY_TIMEOUT_MS = 300_000
+"""How long a producer keeps trying to deliver a message (through a broker restart) before the
+command gives up with an error."""
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not take a message: nothing more is sent, and the command exits non-zero."""
+
+
+async def delivery(futures: list[asyncio.Future[object]]) -> None:
+    """Wait for the broker's acknowledgement of every future of ``producer.send``."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise DeliveryError(f"{len(failed)} of {len(results)} messages were not delivered: {failed[0]!r}")
 
 
 def parse_kafka_url(url: str) -> str:
@@ -37,23 +54,33 @@ def parse_kafka_url(url: str) -> str:
     return url[len("kafka://"):]
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
-    """Create dmtwin's topics if they do not exist yet (the worker declares the same ones)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+DEAD_LETTER_MAX_BYTES = 8 * 1024 * 1024
+"""max.message.bytes of the dead-letter topic: room for any input the broker accepted (1 MiB by
+default), kept raw, with its description in the headers."""
+
+
+async def ensure_topics(bootstrap: str, topics: Topics, partitions: int, snapshots: str | None = None,
+                        **client: object) -> None:
+    """Create dmtwin's topics if they do not exist yet, and the worker's compacted snapshot topic
+    ``snapshots`` if given; the input and snapshot topics must all have ``partitions``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        ours = [name for name in (topics.telemetry, topics.host_events) if name in existing]
+        ours = [name for name in (topics.telemetry, topics.host_events, snapshots) if name in existing]
         for meta in (await admin.describe_topics(ours)) if ours else []:
             if len(meta["partitions"]) != partitions:
                 raise ValueError(f"topic {meta['topic']!r} has {len(meta['partitions'])} partitions, "
                                  f"the twin is set to {partitions} (DMTWIN_PARTITIONS): they must agree")
         forever = {"retention.ms": str(FOREVER)}
+        dead = {**forever, "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
+        compact = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"}
         wanted = [
             NewTopic(name, partitions, 1, topic_configs=config)
             for name, config in ((topics.telemetry, {}), (topics.host_events, {}),
                                  (topics.balloon_commands, {}), (topics.addition_commands, {}),
-                                 (topics.event_log, forever), (topics.dead_letters, forever))
+                                 (topics.event_log, forever), (topics.dead_letters, dead),
+                                 *(((snapshots, compact),) if snapshots else ()))
             if name not in existing
         ]
         if wanted:
@@ -82,9 +109,10 @@ async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None,
     await ensure_topics(bootstrap, topics, partitions)
     fleet = Fleet(scenario, cyclic=loop)
     stats = FeedStats()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", enable_idempotence=True,
+                                request_timeout_ms=DELIVERY_TIMEOUT_MS)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="latest", group_id=None)
+                                auto_offset_reset="latest", group_id=None, isolation_level="read_committed")
     await producer.start()
     await consumer.start()
     try:
@@ -94,9 +122,18 @@ async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None,
         hosts = {h.name for h in scenario.hosts}
         quiet: dict[tuple[str, str], int] = {}  # VMs started this second: no report yet
 
+        sent: list[asyncio.Future[object]] = []
+
         async def send(topic: str, host: str, value: bytes) -> None:
-            await producer.send(topic, key=host.encode(), value=value)
+            sent.append(await producer.send(topic, key=host.encode(), value=value))
             stats.messages += 1
+
+        async def delivered() -> None:
+            """Wait until the broker has every message sent so far; raise if one was refused."""
+            await producer.flush()
+            futures = sent[:]
+            sent.clear()
+            await delivery(futures)
 
         async def answer(wait_s: float) -> None:
             batches = await consumer.getmany(timeout_ms=max(0, int(wait_s * 1000)))
@@ -115,7 +152,7 @@ async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None,
 
         for join in fleet.joins():
             await send(topics.host_events, join.host, encode(join).encode())
-        await producer.flush()
+        await delivered()
         started = time.monotonic()
         for second in itertools.count() if loop else range(scenario.duration_s):
             fleet.second = second
@@ -134,7 +171,7 @@ async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None,
                         for r in reports])
                     await send(topics.telemetry, host.name, frame.model_dump_json().encode())
                 stats.reports += len(reports)
-            await producer.flush()
+            await delivered()
             stats.seconds += 1
             due = started + (second + 1) / speed if speed > 0 else time.monotonic()
             await answer(due - time.monotonic())
@@ -143,7 +180,7 @@ async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None,
         deadline = time.monotonic() + drain_s
         while time.monotonic() < deadline:
             await answer(min(0.5, deadline - time.monotonic()))
-        await producer.flush()
+        await delivered()
     finally:
         await consumer.stop()
         await producer.stop()

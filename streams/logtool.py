@@ -107,7 +107,8 @@ def read_topic(bootstrap: str, topic: str, start: Offsets = None,
     ``start`` and ``end`` are one offset for all partitions, or one per partition (a dict, or a
     function of the partition)."""
     kafka = _kafka()
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                   isolation_level="read_committed")
     try:
         known = consumer.partitions_for_topic(topic)
         if not known:
@@ -298,7 +299,8 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     kafka = _kafka()
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                   isolation_level="read_committed")
     try:
         tps = [kafka.TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}

@@ -80,7 +80,7 @@ MEMORY_STATUSES: tuple[str, ...] = ("OK", "Low", "Warning", "Paging", "None")
 (the name of that value in the ``VMMemoryStatus`` enum, DOMAIN.md §1.3), because Prometheus
 treats an empty label value as no label at all."""
 
-DEAD_LETTER_REASONS: tuple[str, ...] = ("json", "type", "schema", "state")
+DEAD_LETTER_REASONS: tuple[str, ...] = ("json", "type", "schema", "state", "late")
 """Values of the ``reason`` label of ``dmtwin_dead_letters_total`` (see ``rejection_reason``)."""
 REPORT_TYPE: str = GuestStatusReported.model_fields["type"].default
 """Inputs of this type are also counted as reports processed."""
@@ -89,6 +89,11 @@ ROUND_DURATION_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )
 """A balancing round folds one host's table at numpy speed: tens of µs to a few ms."""
+
+TRANSACTION_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+"""A transaction is a few round trips to the broker: milliseconds, seconds while it is away."""
 
 Kind = Literal["gauge", "counter", "histogram"]
 Scope = Literal["vm", "vm_setting", "balancer", "host", "pipeline"]
@@ -224,7 +229,7 @@ METRICS: tuple[MetricDef, ...] = (
     _pipeline("events_total", "counter", ("type",), "input events folded by the worker",
               "Input events processed, by event type."),
     _pipeline("dead_letters_total", "counter", ("reason",), "records sent to the dead-letter topic",
-              "Records the worker could not apply, by reason (json, type, schema, state)."),
+              "Records the worker could not apply, by reason (json, type, schema, state, late)."),
     _pipeline("decisions_total", "counter", ("type",), "decisions emitted by the balancer",
               "Balancer decisions emitted, by decision type."),
     _pipeline("balancer_round_duration_seconds", "histogram", (), "twin.Twin.handle(balancer.tick)",
@@ -232,6 +237,10 @@ METRICS: tuple[MetricDef, ...] = (
     _pipeline("consumer_lag_messages", "gauge", ("topic", "partition"),
               "Kafka end offset minus committed offset",
               "Messages not yet consumed, by topic and partition."),
+    _pipeline("transaction_duration_seconds", "histogram", (), "streams.transactions.PartitionProducer.commit",
+              "Wall-clock time to send and commit one partition's Kafka transaction, in seconds."),
+    _pipeline("transaction_records_total", "counter", (), "streams.app.Worker",
+              "Records produced in committed transactions (log, commands, dead letters, snapshots)."),
 )
 
 
@@ -320,7 +329,8 @@ def _add_host(state: HostState, families: dict[str, Family]) -> None:
 def rejection_reason(rejected: Rejected, *, stage: Literal["decode", "apply"]) -> str:
     """The ``reason`` label for a dead letter: ``json`` (not JSON), ``type`` (no such event type,
     or a decision sent as input), ``schema`` (a field fails validation) or ``state`` (valid, but
-    illegal in the twin's current state). Bounded, so the label's cardinality stays at four."""
+    illegal in the twin's current state); the worker adds ``late`` (beyond the allowed lateness).
+    Bounded, so the label's cardinality stays at five."""
     if rejected.field in ("json", "type"):
         return rejected.field
     return "schema" if stage == "decode" else "state"
@@ -347,6 +357,10 @@ class PipelineMetrics:
         self.round_duration = Histogram(rounds.name, rounds.help, rounds.labels, registry=registry,
                                         buckets=ROUND_DURATION_BUCKETS)
         self.consumer_lag = Gauge(lag.name, lag.help, lag.labels, registry=registry)
+        txn, produced = d("transaction_duration_seconds"), d("transaction_records_total")
+        self.transactions = Histogram(txn.name, txn.help, txn.labels, registry=registry,
+                                      buckets=TRANSACTION_DURATION_BUCKETS)
+        self.produced = Counter(produced.name, produced.help, produced.labels, registry=registry)
         for cls in INPUT_TYPES:
             self.events.labels(_type_tag(cls))
         for cls in DECISION_TYPES:
@@ -375,6 +389,11 @@ class PipelineMetrics:
         if reason not in DEAD_LETTER_REASONS:
             raise ValueError(f"dead-letter reason {reason!r} is not one of {DEAD_LETTER_REASONS}")
         self.dead_letters.labels(reason).inc()
+
+    def transaction(self, seconds: float, records: int) -> None:
+        """Record one committed transaction: how long it took and how many records it carried."""
+        self.transactions.observe(seconds)
+        self.produced.inc(records)
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         """Set the lag, in messages, of one partition of a consumed topic."""

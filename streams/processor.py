@@ -1,18 +1,19 @@
-"""What the worker does with one input message, without Faust or Kafka: bytes in, records out.
+"""What the worker does with input messages, without Faust or Kafka: bytes in, records out.
 
-The Faust agent (``streams.app``) is a thin loop around ``HostProcessor.process``:
+The worker (``streams.app``) drives two steps per message:
 
-1. decode the message (one input event, or a frame of status reports) with the twin's models;
-2. skip it if this host's state already holds its offset (a message seen before a restart);
-3. fold it into the host's state with ``Twin.ingest`` (which runs the balancing round when a tick
-   is due), collecting every rejected input;
-4. return the new state, the log entries, the commands and the dead letters to send.
+1. ``decode``: parse the message (one input event, or a frame of status reports) with the twin's
+   models, so that it can be ordered by event time (``streams.ordering``) before it is folded;
+2. ``HostProcessor.fold``: fold it into its host's record with ``Twin.ingest`` (which runs the
+   balancing round when a tick is due), collecting every rejected input, and return the log
+   entries, commands and dead letters it causes.
 
 Every log entry is hash-chained to the host's previous one (``twin.chain``); the head of the chain
-is kept in the host's table value, so the chain continues across restarts and rebalances.
+is kept in the host's record, so the chain continues across restarts and rebalances.
 
 Nothing valid is lost: a frame with one bad report still applies the others, and every rejected
-message or report becomes a dead letter carrying the original bytes and the reason.
+message or report becomes a dead letter carrying the original bytes once, and the reason. An input
+more than ``lateness_ms`` behind its host's event time is dead-lettered as ``late``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,23 @@ from pydantic import ValidationError
 
 from twin.chain import Chainer
 from twin.engine import Twin
-from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, StatusFrame
+from twin.errors import Rejected
+from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, InputEvent, StatusFrame
 from twin.log import rejection
 from twin.state import HostState
 
 from .metrics import rejection_reason
 
-__all__ = ["Source", "Outputs", "HostRecord", "HostProcessor", "dead_letter"]
+__all__ = ["Source", "Record", "Outputs", "Decoded", "HostRecord", "HostProcessor", "decode",
+           "dead_letter", "RAW_ORIGINAL_BYTES", "DEFAULT_LATENESS_MS"]
+
+RAW_ORIGINAL_BYTES = 256 * 1024
+"""Originals larger than this are kept as the dead letter's value itself (raw, once), with the
+description in the record's headers, so the record stays within the broker's size limit."""
+
+DEFAULT_LATENESS_MS = 300_000
+"""How far behind its host's event time an input may arrive and still be folded (5 minutes:
+longer than the broker outages the fault benchmark runs)."""
 
 
 @dataclass(frozen=True)
@@ -48,17 +59,29 @@ class Source:
     def slot(self) -> str:
         return f"{self.topic}:{self.partition}"
 
+    def line(self) -> str:
+        """``topic:partition@offset``, for descriptions."""
+        return f"{self.topic}:{self.partition}@{self.offset}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record to produce: its value and its headers."""
+
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
 
 @dataclass
 class Outputs:
-    """Records to send for one message, each a (key, value) pair of bytes."""
+    """Records to send for one message."""
 
     log: list[bytes] = field(default_factory=list)
     balloon_commands: list[bytes] = field(default_factory=list)
     addition_commands: list[bytes] = field(default_factory=list)
-    dead_letters: list[bytes] = field(default_factory=list)
+    dead_letters: list[Record] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    """Why each dead letter was sent: json, type, schema or state (streams.metrics)."""
+    """Why each dead letter was sent: json, type, schema, state or late (streams.metrics)."""
     inputs: list[str] = field(default_factory=list)
     """Type of each accepted input."""
     reports: int = 0
@@ -66,96 +89,120 @@ class Outputs:
     rounds: int = 0
     fold_seconds: float = 0.0
     """Time spent folding the message (with its balancing round, if one ran)."""
-    skipped: bool = False
 
 
 @dataclass
 class HostRecord:
-    """A host's entry in the worker's table: its state, the offsets already folded into it and the
-    digest of the last log entry written for it (the head of its hash chain, ``twin.chain``).
+    """A host's durable record: its state and the digest of the last log entry written for it
+    (the head of its hash chain, ``twin.chain``), with the number of entries in its chain.
 
-    Serialized as a JSON header line ``{"offsets": {...}, "chain": "..."}``, then the state. A
-    header that is a bare offsets object (records written before chaining) reads as no chain yet.
+    Serialized as a JSON header line ``{"chain": "...", "entries": n}``, then the state.
     """
 
     state: HostState
-    offsets: dict[str, int] = field(default_factory=dict)
     chain: str | None = None
+    entries: int = 0
 
     def to_bytes(self) -> bytes:
-        header = {"offsets": self.offsets, "chain": self.chain}
+        header = {"chain": self.chain, "entries": self.entries}
         return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.state.to_bytes()
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> HostRecord:
         head, _, body = blob.partition(b"\n")
         header = json.loads(head)
-        if isinstance(header.get("offsets"), dict):  # offsets keys are "topic:partition", never "offsets"
-            return cls(HostState.from_bytes(body), header["offsets"], header.get("chain"))
-        return cls(HostState.from_bytes(body), header)
+        return cls(HostState.from_bytes(body), header.get("chain"), int(header.get("entries", 0)))
+
+    def copy(self) -> HostRecord:
+        return HostRecord(self.state.copy(), self.chain, self.entries)
+
+
+@dataclass
+class Decoded:
+    """A message after decoding: its event(s), or the dead letter it became."""
+
+    source: Source
+    key: bytes | None
+    value: bytes
+    message: Any = None
+    """The decoded ``InputEvent`` or ``StatusFrame``; None if the message was rejected."""
+    rejected: Outputs | None = None
+
+    @property
+    def at_ms(self) -> int:
+        """Event time, for ordering; a rejected message orders first (-1)."""
+        return -1 if self.message is None else int(self.message.at_ms)
+
+    @property
+    def host(self) -> str | None:
+        return None if self.message is None else str(self.message.host)
 
 
 def dead_letter(original: bytes | None, source: Source, reason: str, field_name: str = "",
-                value: Any = None, index: int | None = None) -> bytes:
-    """A dead-letter record: the original bytes (text when they decode, else base64) and why."""
+                value: Any = None, index: int | None = None) -> Record:
+    """A dead-letter record: why, and the original bytes, once.
+
+    Up to ``RAW_ORIGINAL_BYTES`` the value is a JSON description holding the original (as text
+    when it is UTF-8, else base64). Above that the value *is* the original, and the description
+    (with ``"original": null, "original_bytes": n``) is in the ``dmtwin-dead-letter`` header."""
     raw = original or b""
+    record: dict[str, Any] = {"reason": reason, "field": field_name, "value": _plain(value), "index": index,
+                              "topic": source.topic, "partition": source.partition, "offset": source.offset}
+    if len(raw) > RAW_ORIGINAL_BYTES:
+        record.update(original=None, original_bytes=len(raw), original_encoding="raw: the record's value")
+        return Record(raw, (("dmtwin-dead-letter", json.dumps(record, sort_keys=True).encode()),))
     try:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    record = {"reason": reason, "field": field_name, "value": _plain(value), "index": index,
-              "topic": source.topic, "partition": source.partition, "offset": source.offset,
-              "original": text, "original_encoding": encoding}
-    return json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+    record.update(original=text, original_encoding=encoding)
+    return Record(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
 
 
 def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 200 else text[:200] + f"… ({len(text)} characters)"
+
+
+def decode(key: bytes | None, value: bytes | None, source: Source) -> Decoded:
+    """Decode one message; a message that cannot be an input becomes its dead letter."""
+    raw = value or b""
+    try:
+        message = INPUT_MESSAGE_ADAPTER.validate_json(raw)
+    except ValidationError as error:
+        problem = rejection(error, raw)
+        out = Outputs(dead_letters=[dead_letter(raw, source, problem.reason, problem.field, problem.value)],
+                      reasons=[rejection_reason(problem, stage="decode")])
+        return Decoded(source, key, raw, rejected=out)
+    if key is None or key.decode("utf-8", "replace") != message.host:
+        out = Outputs(dead_letters=[dead_letter(raw, source, f"message key {key!r} is not its host: key "
+                                                "every message by its host name", "host", message.host)],
+                      reasons=["schema"])
+        return Decoded(source, key, raw, rejected=out)
+    return Decoded(source, key, raw, message)
 
 
 class HostProcessor:
-    """Folds messages into host records. Keeps the last state it produced per host, so that a
-    record it wrote itself need not be parsed again (the table stays the source of truth)."""
+    """Folds decoded messages into host records."""
 
-    def __init__(self, tick_ms: int = 1000) -> None:
+    def __init__(self, tick_ms: int = 1000, lateness_ms: int = DEFAULT_LATENESS_MS) -> None:
         self.tick_ms = tick_ms
-        self._cache: dict[str, tuple[bytes, HostRecord]] = {}
+        self.lateness_ms = lateness_ms
 
-    def forget(self) -> None:
-        """Drop cached states, e.g. when partitions are reassigned."""
-        self._cache.clear()
-
-    def load(self, host: str, stored: bytes | None) -> HostRecord | None:
-        if stored is None:
-            self._cache.pop(host, None)
-            return None
-        cached = self._cache.get(host)
-        if cached is not None and cached[0] == stored:
-            return cached[1]
-        return HostRecord.from_bytes(stored)
-
-    def process(self, key: bytes | None, value: bytes | None, source: Source,
-                stored: bytes | None) -> tuple[bytes | None, Outputs]:
-        """Fold one message; return the host's new table value (None: unchanged) and the outputs."""
+    def fold(self, item: Decoded, record: HostRecord | None) -> tuple[HostRecord | None, Outputs]:
+        """Fold one message into ``record`` (changed in place: pass a copy to keep the original);
+        return the host's record (None: the host never joined) and the outputs."""
+        if item.rejected is not None:
+            return record, item.rejected
         out = Outputs()
-        try:
-            message = INPUT_MESSAGE_ADAPTER.validate_json(value or b"")
-        except ValidationError as error:
-            problem = rejection(error, value or b"")
-            out.dead_letters.append(dead_letter(value, source, problem.reason, problem.field, problem.value))
-            out.reasons.append(rejection_reason(problem, stage="decode"))
-            return None, out
+        message, source = item.message, item.source
         host = message.host
-        if key is None or key.decode("utf-8", "replace") != host:
-            out.dead_letters.append(dead_letter(value, source, f"message key {key!r} is not its host: key "
-                                                "every message by its host name", "host", host))
-            out.reasons.append("schema")
-            return None, out
-        record = self.load(host, stored)
-        if record is not None and record.offsets.get(source.slot, -1) >= source.offset:
-            out.skipped = True
-            return None, out
-        events = message.events() if isinstance(message, StatusFrame) else [message]
+        events: list[InputEvent] = message.events() if isinstance(message, StatusFrame) else [message]
+        where = isinstance(message, StatusFrame)
+        if record is not None:
+            events = self._drop_late(events, record.state, item, out, where)
         twin = Twin()
         if record is not None:
             twin.hosts[host] = record.state
@@ -163,33 +210,52 @@ class HostProcessor:
         entries, rejected = twin.ingest(events, self.tick_ms)
         out.fold_seconds = time.perf_counter() - started
         for index, error in rejected:
-            where = index if isinstance(message, StatusFrame) else None
-            out.dead_letters.append(dead_letter(value, source, error.reason, error.field, error.value, where))
+            out.dead_letters.append(dead_letter(item.value, source, error.reason, error.field, error.value,
+                                                index if where else None))
             out.reasons.append(rejection_reason(error, stage="apply"))
         state = twin.hosts.get(host)
         if state is None:  # nothing about this host was ever accepted
             return None, out
-        chainer = Chainer({host: record.chain} if record is not None and record.chain else None)
+        record = record or HostRecord(state)
+        record.state = state
+        chainer = Chainer({host: record.chain} if record.chain else None)
         for entry in entries:
             line = chainer.line(entry).encode()
             out.log.append(line)
-            if not isinstance(entry, DECISION_TYPES):
-                out.inputs.append(entry.type)
-            if entry.type == "guest.status":
-                out.reports += 1
-            elif entry.type == "balancer.tick":
-                out.rounds += 1
-            elif isinstance(entry, DECISION_TYPES):
+            if isinstance(entry, DECISION_TYPES):
                 out.decisions.append(entry.type)
                 if entry.type in ("decision.balloon", "decision.unballoon"):
                     out.balloon_commands.append(line)
                 elif entry.type == "decision.hot_add":
                     out.addition_commands.append(line)
-        record = record or HostRecord(state)
-        record.state = state
-        record.offsets[source.slot] = source.offset
+                continue
+            out.inputs.append(entry.type)
+            if entry.type == "guest.status":
+                out.reports += 1
+            elif entry.type == "balancer.tick":
+                out.rounds += 1
         record.chain = chainer.heads.get(host, record.chain)
-        blob = record.to_bytes()
-        self._cache[host] = (blob, record)
-        return blob, out
+        record.entries += len(out.log)
+        return record, out
 
+    def _drop_late(self, events: list[InputEvent], state: HostState, item: Decoded, out: Outputs,
+                   in_frame: bool) -> list[InputEvent]:
+        """Dead-letter the inputs more than ``lateness_ms`` behind the host's event time."""
+        horizon = state.last_at_ms - self.lateness_ms
+        kept = []
+        for index, event in enumerate(events):
+            if event.at_ms >= horizon:
+                kept.append(event)
+                continue
+            behind = state.last_at_ms - event.at_ms
+            error = Rejected("at_ms", event.at_ms, f"late: {behind} ms behind host {state.name!r}'s event "
+                                                   f"time {state.last_at_ms} (lateness allowed: {self.lateness_ms} ms)")
+            out.dead_letters.append(dead_letter(item.value, item.source, error.reason, error.field, error.value,
+                                                index if in_frame else None))
+            out.reasons.append("late")
+        return kept
+
+    def process(self, key: bytes | None, value: bytes | None, source: Source,
+                record: HostRecord | None) -> tuple[HostRecord | None, Outputs]:
+        """Decode and fold one message (for tests and benchmarks: the worker orders in between)."""
+        return self.fold(decode(key, value, source), record)

@@ -6,14 +6,39 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .topics import Topics
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "SettingError"]
+
+
+class SettingError(ValueError):
+    """A setting's environment variable holds a value that cannot be used."""
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected a whole number") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r}: expected a number") from None
 
 
 @dataclass(frozen=True)
@@ -23,22 +48,37 @@ class Settings:
     broker: str = field(default_factory=lambda: _env("DMTWIN_BROKER", "localhost:9092"))
     """Kafka bootstrap server, host:port (DMTWIN_BROKER)."""
     app_id: str = field(default_factory=lambda: _env("DMTWIN_APP_ID", "dmtwin"))
-    """Consumer group and prefix of internal topics (DMTWIN_APP_ID)."""
-    store: str = field(default_factory=lambda: _env("DMTWIN_STORE", "rocksdb://"))
-    """Table store: rocksdb:// (survives restarts without a full changelog replay) or memory://."""
+    """Consumer group, prefix of the transactional ids and of the snapshot topic (DMTWIN_APP_ID)."""
     data_dir: Path = field(default_factory=lambda: Path(_env(
         "DMTWIN_DATA_DIR", str(Path.home() / ".local/state/dmtwin/worker"))))
-    """Where RocksDB keeps the tables (DMTWIN_DATA_DIR). One per worker on a machine."""
-    partitions: int = field(default_factory=lambda: int(_env("DMTWIN_PARTITIONS", "4")))
-    """Partitions of the input topics and of the table (DMTWIN_PARTITIONS)."""
+    """Faust's own files (DMTWIN_DATA_DIR). The hosts' state lives in Kafka, not here."""
+    partitions: int = field(default_factory=lambda: _int("DMTWIN_PARTITIONS", 4))
+    """Partitions of the input topics and of the snapshot topic (DMTWIN_PARTITIONS)."""
     topic_prefix: str = field(default_factory=lambda: _env("DMTWIN_TOPIC_PREFIX", "dmtwin."))
-    tick_ms: int = field(default_factory=lambda: int(_env("DMTWIN_TICK_MS", "1000")))
+    tick_ms: int = field(default_factory=lambda: _int("DMTWIN_TICK_MS", 1000))
     """Event time between two balancing rounds of a host (DMTWIN_TICK_MS)."""
-    web_port: int = field(default_factory=lambda: int(_env("DMTWIN_WEB_PORT", "6066")))
+    lateness_ms: int = field(default_factory=lambda: _int("DMTWIN_LATENESS_MS", 300_000))
+    """How far behind its host's event time an input may arrive and still be folded; older ones
+    are dead-lettered as ``late`` (DMTWIN_LATENESS_MS)."""
+    linger_ms: int = field(default_factory=lambda: _int("DMTWIN_LINGER_MS", 20))
+    """How long the committer gathers messages before a transaction (DMTWIN_LINGER_MS)."""
+    max_queued: int = field(default_factory=lambda: _int("DMTWIN_MAX_QUEUED", 20_000))
+    """Messages decoded and waiting for their transaction before the agent stops reading."""
+    session_timeout_s: float = field(default_factory=lambda: _float("DMTWIN_SESSION_TIMEOUT_S", 10.0))
+    """How long the group waits for a silent worker before giving its hosts to the others."""
+    web_host: str = field(default_factory=lambda: _env("DMTWIN_WEB_HOST", "127.0.0.1"))
+    """Address Faust's web server (/hosts/) listens on (DMTWIN_WEB_HOST; 0.0.0.0 for all)."""
+    web_port: int = field(default_factory=lambda: _int("DMTWIN_WEB_PORT", 6066))
     """Faust's web server, serving /hosts/ (DMTWIN_WEB_PORT)."""
-    metrics_port: int = field(default_factory=lambda: int(_env("DMTWIN_METRICS_PORT", "9108")))
+    metrics_host: str = field(default_factory=lambda: _env("DMTWIN_METRICS_HOST", "127.0.0.1"))
+    """Address the Prometheus exposition listens on (DMTWIN_METRICS_HOST)."""
+    metrics_port: int = field(default_factory=lambda: _int("DMTWIN_METRICS_PORT", 9108))
     """Prometheus exposition; 0 turns it off (DMTWIN_METRICS_PORT)."""
 
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    def kafka_client(self) -> dict[str, Any]:
+        """Connection options shared by every Kafka client of the worker (none yet: plaintext)."""
+        return {}

@@ -84,7 +84,7 @@ def run_feed(scenario: Scenario, bootstrap: str, topics: Topics, **options: Any)
 
 def read_records(bootstrap: str, topic: str, timeout_s: float = 10) -> list[Any]:
     """Every record of a topic (kafka-python ConsumerRecords), partition by partition, in order."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)
@@ -109,7 +109,7 @@ def wait_until_quiet(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s
                      at_least: int = 1) -> int:
     """Wait until a topic holds ``at_least`` messages and then received nothing for ``quiet_s``;
     return its message count."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
     try:
         deadline = time.monotonic() + timeout_s
         last, since = -1, time.monotonic()

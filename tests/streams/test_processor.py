@@ -36,19 +36,22 @@ def messages():
 
 
 def run(processor, values, stored=None, start_offset=0):
+    """Fold ``values`` into a copy of ``stored`` (a HostRecord); the record, log and dead letters."""
+    record = stored.copy() if stored is not None else None
     log, dead = [], []
     for offset, value in enumerate(values, start=start_offset):
-        blob, out = processor.process(b"h", value, Source("in", 0, offset), stored)
-        stored = blob if blob is not None else stored
+        new, out = processor.process(b"h", value, Source("in", 0, offset), record)
+        record = new if new is not None else record
         log += out.log
         dead += out.dead_letters
-    return stored, log, dead
+    return record, log, dead
 
 
 def test_the_log_replays_to_the_worker_state_and_rounds_follow_event_time():
     stored, log, dead = run(HostProcessor(), messages())
     assert dead == []
-    state = HostRecord.from_bytes(stored).state
+    state = HostRecord.from_bytes(stored.to_bytes()).state
+    assert stored.entries == len(log)
     result = replay(log)
     assert result.rejected == []
     assert result.twin.hosts["h"].to_dict() == state.to_dict()
@@ -64,14 +67,42 @@ def test_decisions_can_be_re_derived_from_the_inputs_in_the_log():
     assert rederived == [unchained(d) for d in result.decisions] and rederived
 
 
-def test_a_redelivered_message_is_skipped_and_a_cold_cache_gives_the_same_result():
+def test_a_record_read_back_from_its_bytes_goes_on_exactly_like_the_one_in_memory():
     values = messages()
     stored, log, _ = run(HostProcessor(), values[:50])
-    again, log_again, _ = run(HostProcessor(), values[45:50], stored, start_offset=45)  # redelivered
-    assert log_again == [] and again == stored
-    rest, log_rest, _ = run(HostProcessor(), values[50:], stored, start_offset=50)  # new process: cold cache
+    restored = HostRecord.from_bytes(stored.to_bytes())  # another worker, after a rebalance
+    rest, log_rest, _ = run(HostProcessor(), values[50:], restored, start_offset=50)
     whole, log_whole, _ = run(HostProcessor(), values)
-    assert log + log_rest == log_whole and rest == whole
+    assert log + log_rest == log_whole and rest.to_bytes() == whole.to_bytes()
+
+
+def test_an_input_beyond_the_lateness_is_dead_lettered_as_late_and_changes_nothing():
+    processor = HostProcessor(lateness_ms=30_000)
+    stored, _, _ = run(processor, messages()[:60])
+    now = stored.state.last_at_ms
+    late = json.dumps({"type": "guest.status", "at_ms": now - 30_001, "host": "h", "vm": "a",
+                       "committed_mib": 5, "available_mib": 0}).encode()
+    within = json.dumps({"type": "guest.status", "at_ms": now - 30_000, "host": "h", "vm": "a",
+                         "committed_mib": 5, "available_mib": 0}).encode()
+    before = stored.to_bytes()
+    record, out = processor.process(b"h", late, Source("in", 0, 500), stored.copy())
+    assert out.reasons == ["late"] and out.log == [] and record.to_bytes() == before
+    letter = json.loads(out.dead_letters[0].value)
+    assert letter["field"] == "at_ms" and "late: 30001 ms behind" in letter["reason"]
+    _, out = processor.process(b"h", within, Source("in", 0, 501), stored.copy())
+    assert out.dead_letters == [] and len(out.log) == 1  # folded, superseded by newer reports
+
+
+def test_a_huge_message_is_dead_lettered_raw_once_with_its_reason_in_a_header():
+    huge = b'{"type": "guest.status", "junk": "' + b"x" * 1_000_000 + b'"}'
+    _, out = HostProcessor().process(b"h", huge, Source("in", 0, 7), None)
+    (letter,) = out.dead_letters
+    assert letter.value == huge
+    (name, description), = letter.headers
+    described = json.loads(description)
+    assert name == "dmtwin-dead-letter" and described["original"] is None
+    assert described["original_bytes"] == len(huge) and described["offset"] == 7
+    assert len(description) < 2000
 
 
 def test_bad_messages_become_dead_letters_with_their_bytes_and_reason():
@@ -83,15 +114,15 @@ def test_bad_messages_become_dead_letters_with_their_bytes_and_reason():
     bad = [b"{oops", b'{"type":"vm.teleported","at_ms":1,"host":"h"}', frame]
     reasons = []
     for offset, value in enumerate(bad, start=100):
-        blob, out = processor.process(b"h", value, Source("in", 0, offset), stored)
-        stored = blob or stored
+        record, out = processor.process(b"h", value, Source("in", 0, offset), stored)
+        stored = record or stored
         reasons += out.reasons
         for letter in out.dead_letters:
-            record = json.loads(letter)
+            record = json.loads(letter.value)
             assert record["original"] == value.decode() and record["offset"] == offset and record["reason"]
     assert reasons == ["json", "type", "state"]
-    state = HostRecord.from_bytes(stored).state
+    state = stored.state
     assert state.vm("a").demand_mib is not None  # the good report of the frame was kept
     _, out = processor.process(b"other", b'{"type":"balancer.tick","at_ms":1,"host":"h"}',
                                Source("in", 0, 200), stored)
-    assert out.reasons == ["schema"] and "key" in json.loads(out.dead_letters[0])["reason"]
+    assert out.reasons == ["schema"] and "key" in json.loads(out.dead_letters[0].value)["reason"]

@@ -1,0 +1,116 @@
+"""One Kafka transaction per batch and partition: outputs, state and input offsets, all or nothing.
+
+Each input partition has its own transactional producer, ``transactional.id = <app id>-<p>`` (the
+per-partition scheme of Kafka's exactly-once v1, which aiokafka implements). A worker that is given
+partition *p* starts that producer before it reads *p*'s state: the broker then aborts whatever the
+previous owner left open and fences it, so a worker presumed dead can never commit again.
+
+A batch's records and its input offsets (``send_offsets_to_transaction``, to the worker's consumer
+group) commit together. Broker errors are retried with the same records in a new transaction (an
+aborted one is invisible to ``read_committed`` readers); a fenced producer means another worker owns
+the partition now, and the batch is dropped without a trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    ProducerFenced,
+    TransactionalIdAuthorizationFailed,
+)
+
+__all__ = ["Out", "Fenced", "PartitionProducer", "MAX_RECORD_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD_BYTES = 8 * 1024 * 1024 + 64 * 1024
+"""The largest record the worker sends: a dead letter keeps an input of up to the broker's default
+1 MiB raw, and the dead-letter topic allows 8 MiB (``streams.feed.ensure_topics``)."""
+
+
+@dataclass(frozen=True)
+class Out:
+    """One record of a transaction."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class Fenced(Exception):
+    """Another worker owns the partition now: the transaction did not and will not commit."""
+
+
+class PartitionProducer:
+    """The transactional producer of one input partition."""
+
+    def __init__(self, bootstrap: str, app_id: str, partition: int, **client: object) -> None:
+        self.partition = partition
+        self.group = app_id
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, transactional_id=f"{app_id}-{partition}", enable_idempotence=True,
+            acks="all", max_request_size=MAX_RECORD_BYTES, transaction_timeout_ms=300_000,
+            retry_backoff_ms=20, linger_ms=2, **client)
+
+    async def start(self) -> None:
+        """Register the transactional id: aborts the previous owner's open transaction and fences it."""
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.producer.stop()
+        except KafkaError:
+            pass
+
+    async def commit(self, records: Iterable[Out], offsets: dict[TopicPartition, int],
+                     still_owned: Callable[[], bool] = lambda: True, retry_s: float = 1.0) -> None:
+        """Send ``records`` and commit ``offsets`` in one transaction, retrying while the partition
+        is ``still_owned``; raise ``Fenced`` if it is not, or if this producer lost it."""
+        records = list(records)
+        attempt = 0
+        while True:
+            if not still_owned():
+                raise Fenced(f"partition {self.partition} was revoked")
+            try:
+                await self._once(records, offsets)
+                return
+            except (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed) as error:
+                raise Fenced(f"partition {self.partition}: {error!r}") from error
+            except KafkaError as error:
+                attempt += 1
+                log.warning("transaction of partition %d failed (%r); retrying (attempt %d)",
+                            self.partition, error, attempt)
+                await self._abort()
+                await asyncio.sleep(min(retry_s * attempt, 10.0))
+
+    async def _once(self, records: list[Out], offsets: dict[TopicPartition, int]) -> None:
+        producer = self.producer
+        await producer.begin_transaction()
+        try:
+            for r in records:
+                await producer.send(r.topic, r.value, key=r.key, partition=r.partition,
+                                    headers=list(r.headers) or None)
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group)
+        except BaseException:
+            await self._abort()
+            raise
+        await producer.commit_transaction()
+
+    async def _abort(self) -> None:
+        try:
+            if self.producer._txn_manager is not None and self.producer._txn_manager.is_in_transaction():
+                await self.producer.abort_transaction()
+        except (ProducerFenced, InvalidProducerEpoch) as error:
+            raise Fenced(f"partition {self.partition}: {error!r}") from error
+        except KafkaError:
+            pass
