@@ -77,6 +77,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._round = asyncio.Lock()
+        self._reading = asyncio.Lock()
         self._reader: AIOKafkaConsumer | None = None
         self._loading: asyncio.Task[None] | None = None
         self.app = self._build()
@@ -163,7 +164,8 @@ class Worker:
         offsets = {TopicPartition(slot.rsplit(":", 1)[0], part.number): offset for slot, offset in mark.next.items()}
         started = time.perf_counter()
         try:
-            await part.producer.commit(records + snapshots, offsets, still_owned=lambda: part.owned)
+            await part.producer.commit(records + snapshots, offsets, committed=lambda: self._committed(part, mark),
+                                       still_owned=lambda: part.owned)
         except Fenced as error:
             self._fenced(part, error)
             return
@@ -174,6 +176,13 @@ class Worker:
         self.metrics.transaction(time.perf_counter() - started, len(records) + len(snapshots))
         for out in outs:
             self.metrics.count(out.inputs, out.decisions, out.reasons, out.fold_seconds if out.rounds else None)
+
+    async def _committed(self, part: OwnedPartition, mark: Any) -> bool:
+        """Whether a transaction whose outcome is unknown committed: its mark is the partition's."""
+        assert self._reader is not None
+        async with self._reading:
+            loaded = await load_partition(self._reader, self.snapshot_topic, part.number)
+        return bool(loaded.mark.next == mark.next)
 
     def _fold(self, item: Decoded, part: OwnedPartition, working: dict[str, HostRecord]) -> Outputs:
         host = item.host
@@ -237,7 +246,8 @@ class Worker:
         for part in parts:
             started = time.perf_counter()
             await part.producer.start()
-            part.snapshot = await load_partition(self._reader, self.snapshot_topic, part.number)
+            async with self._reading:
+                part.snapshot = await load_partition(self._reader, self.snapshot_topic, part.number)
             if part.owned:
                 part.ready.set()
                 log.info("dmtwin worker: partition %d: %d hosts loaded in %.2f s", part.number,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -56,10 +56,18 @@ class PartitionProducer:
     def __init__(self, bootstrap: str, app_id: str, partition: int, **client: object) -> None:
         self.partition = partition
         self.group = app_id
-        self.producer = AIOKafkaProducer(
+        self._options = dict(
             bootstrap_servers=bootstrap, transactional_id=f"{app_id}-{partition}", enable_idempotence=True,
             acks="all", max_request_size=MAX_RECORD_BYTES, transaction_timeout_ms=300_000,
             retry_backoff_ms=20, linger_ms=2, **client)
+        self.producer = AIOKafkaProducer(**self._options)
+
+    async def _renew(self) -> None:
+        """A producer whose transaction state went bad (aiokafka turns some broker outages into a
+        fatal state) is replaced by a new one with the same id, which aborts what was left open."""
+        await self.stop()
+        self.producer = AIOKafkaProducer(**self._options)
+        await self.producer.start()
 
     async def start(self) -> None:
         """Register the transactional id: aborts the previous owner's open transaction and fences it."""
@@ -72,9 +80,13 @@ class PartitionProducer:
             pass
 
     async def commit(self, records: Iterable[Out], offsets: dict[TopicPartition, int],
-                     still_owned: Callable[[], bool] = lambda: True, retry_s: float = 1.0) -> None:
+                     committed: Callable[[], Awaitable[bool]], still_owned: Callable[[], bool] = lambda: True,
+                     retry_s: float = 1.0) -> None:
         """Send ``records`` and commit ``offsets`` in one transaction, retrying while the partition
-        is ``still_owned``; raise ``Fenced`` if it is not, or if this producer lost it."""
+        is ``still_owned``; raise ``Fenced`` if it is not, or if this producer lost it.
+
+        A failure can leave it unknown whether the commit reached the broker; before a retry,
+        ``committed()`` reads the partition's committed mark back to tell (never commit twice)."""
         records = list(records)
         attempt = 0
         while True:
@@ -85,32 +97,25 @@ class PartitionProducer:
                 return
             except (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed) as error:
                 raise Fenced(f"partition {self.partition}: {error!r}") from error
-            except KafkaError as error:
+            except (KafkaError, AssertionError, asyncio.TimeoutError) as error:
                 attempt += 1
                 log.warning("transaction of partition %d failed (%r); retrying (attempt %d)",
                             self.partition, error, attempt)
-                await self._abort()
                 await asyncio.sleep(min(retry_s * attempt, 10.0))
+                try:
+                    await self._renew()
+                    if await committed():
+                        return
+                except (KafkaError, asyncio.TimeoutError) as again:
+                    log.warning("partition %d: broker still away (%r)", self.partition, again)
 
     async def _once(self, records: list[Out], offsets: dict[TopicPartition, int]) -> None:
         producer = self.producer
         await producer.begin_transaction()
-        try:
-            for r in records:
-                await producer.send(r.topic, r.value, key=r.key, partition=r.partition,
-                                    headers=list(r.headers) or None)
-            if offsets:
-                await producer.send_offsets_to_transaction(offsets, self.group)
-        except BaseException:
-            await self._abort()
-            raise
+        futures = [await producer.send(r.topic, r.value, key=r.key, partition=r.partition,
+                                       headers=list(r.headers) or None) for r in records]
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self.group)
         await producer.commit_transaction()
-
-    async def _abort(self) -> None:
-        try:
-            if self.producer._txn_manager is not None and self.producer._txn_manager.is_in_transaction():
-                await self.producer.abort_transaction()
-        except (ProducerFenced, InvalidProducerEpoch) as error:
-            raise Fenced(f"partition {self.partition}: {error!r}") from error
-        except KafkaError:
-            pass
+        for future in futures:  # a record the broker refused fails the transaction's commit first
+            future.result()

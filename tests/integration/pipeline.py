@@ -35,14 +35,16 @@ class WorkerProcess:
     """`dmtwin worker` as users run it, in its own process, with its own data dir and ports."""
 
     def __init__(self, bootstrap: str, data_dir: Path, app_id: str, topics: Topics,
-                 store: str = "rocksdb://", partitions: int = 4) -> None:
+                 partitions: int = 4, lateness_ms: int | None = None) -> None:
         self.web_port, self.metrics_port = free_ports(2)
         self.data_dir = data_dir
         self.log_path = data_dir.with_suffix(".log")
         self.env = {**os.environ, "DMTWIN_BROKER": bootstrap, "DMTWIN_APP_ID": app_id,
                     "DMTWIN_TOPIC_PREFIX": topics.prefix, "DMTWIN_DATA_DIR": str(data_dir),
                     "DMTWIN_WEB_PORT": str(self.web_port), "DMTWIN_METRICS_PORT": str(self.metrics_port),
-                    "DMTWIN_STORE": store, "DMTWIN_PARTITIONS": str(partitions)}
+                    "DMTWIN_PARTITIONS": str(partitions)}
+        if lateness_ms is not None:
+            self.env["DMTWIN_LATENESS_MS"] = str(lateness_ms)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90) -> WorkerProcess:
@@ -67,6 +69,20 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def kill(self) -> None:
+        """``kill -9``: no goodbye to the group, no flush, no commit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def rss_mib(self) -> float:
+        """Resident memory of the worker process, MiB."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
 
     def hosts(self) -> dict[str, Any]:
         """The worker's /hosts/ page: its hosts' state and counters."""

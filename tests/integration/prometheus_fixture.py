@@ -110,8 +110,7 @@ def twin_metrics_server(kafka_bootstrap: str,
     """A real `dmtwin worker` fed a simulated run of examples/dozen.toml (and one bad message, so
     the dead-letter series has data), serving its metrics on a free loopback port."""
     app_id, topics = unique_topics()
-    worker = WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp("worker") / "w", app_id, topics,
-                           store="memory://").start()
+    worker = WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp("worker") / "w", app_id, topics).start()
     try:
         scenario = load_scenario(SCENARIO).model_copy(update={"duration_s": SCENARIO_SECONDS})
         run_feed(scenario, kafka_bootstrap, topics, speed=30, drain_s=2)

@@ -53,8 +53,8 @@ def states(replayed):
 def worker_factory(kafka_bootstrap, tmp_path):
     started = []
 
-    def make(app_id, topics, name="w1", store="rocksdb://"):
-        worker = WorkerProcess(kafka_bootstrap, tmp_path / name, app_id, topics, store=store)
+    def make(app_id, topics, name="w1"):
+        worker = WorkerProcess(kafka_bootstrap, tmp_path / name, app_id, topics)
         started.append(worker)
         return worker
 
@@ -93,7 +93,7 @@ def test_reports_in_commands_out_and_the_log_replays_to_the_live_state(kafka_boo
 
 def test_every_kind_of_bad_input_lands_in_the_dead_letter_topic(kafka_bootstrap, worker_factory):
     app_id, topics = unique_topics()
-    worker = worker_factory(app_id, topics, store="memory://").start()
+    worker = worker_factory(app_id, topics).start()
     run_feed(scenario(duration_s=5), kafka_bootstrap, topics, speed=0, drain_s=1)
     t = 1_767_225_600_000 + 10_000
     good = json.dumps({"type": "guest.status", "at_ms": t, "host": "hv-a", "vm": "busy",
