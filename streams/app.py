@@ -38,7 +38,7 @@ from twin.state import HostState
 
 from .metrics import PipelineMetrics, twin_registry
 from .ordering import EventTimeMerge
-from .processor import Decoded, HostProcessor, HostRecord, Outputs, Source, decode
+from .processor import Decoded, HostProcessor, HostRecord, Outputs, Source, dead_letter, decode
 from .settings import Settings
 from .snapshots import MARK_KEY, PartitionSnapshot, load_partition
 from .transactions import Fenced, Out, PartitionProducer
@@ -103,7 +103,13 @@ class Worker:
         async for event in stream.events():
             message = event.message
             key = event.key if isinstance(event.key, bytes) else None
-            item = decode(key, event.value, Source(message.topic, message.partition, message.offset))
+            source = Source(message.topic, message.partition, message.offset)
+            try:
+                item = decode(key, event.value, source)
+            except Exception as error:  # no input, however crafted, stops the agent
+                item = Decoded(source, key, event.value or b"", rejected=Outputs(
+                    dead_letters=[dead_letter(event.value, source, f"cannot be decoded: {error!r}")],
+                    reasons=["json"]))
             part = self.partitions.get(message.partition)
             if part is None or message.topic not in topics.inputs:
                 continue  # revoked while in flight: the next owner reads it again
@@ -191,7 +197,12 @@ class Worker:
             record = working.get(host)
             if record is None and host in part.snapshot.hosts:
                 record = part.snapshot.hosts[host].copy()
-        new, out = self.processor.fold(item, record)
+        try:
+            new, out = self.processor.fold(item, record)
+        except Exception as error:  # no input, however crafted, stops the agent
+            log.exception("dmtwin worker: folding %s failed", item.source.line())
+            new, out = None, Outputs(dead_letters=[dead_letter(item.value, item.source, f"internal error: {error!r}")],
+                                     reasons=["state"])
         if host is not None and new is not None:
             working[host] = new
         return out

@@ -328,14 +328,19 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
         if any(now.get(p, 0) > o for p, o in ends.items()) or set(now) - set(ends):
             for _, _, key, value in read_topic(bootstrap, topic, start=ends, end=now):
                 extra.setdefault(key or b"", []).append(value)
-    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=10,
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                    max_in_flight_requests_per_connection=1, linger_ms=20,
-                                   batch_size=512 * 1024)
+                                   batch_size=512 * 1024, delivery_timeout_ms=300_000, request_timeout_ms=30_000)
     show = _Progress("import", progress)
     pending = 0
+    futures: list[Any] = []
 
     def checkpoint(lines: int) -> None:
         producer.flush()
+        failed = [f.exception for f in futures if f.failed()]
+        futures.clear()
+        if failed:  # the sidecar keeps the last delivered line: a rerun resumes from there
+            raise RuntimeError(f"{len(failed)} lines were not delivered to {topic}: {failed[0]!r}")
         state = {"topic": topic, "lines": lines, "ends": _end_offsets(bootstrap, topic)}
         tmp = sidecar.with_name(sidecar.name + ".tmp")
         tmp.write_text(json.dumps(state, sort_keys=True))
@@ -360,7 +365,7 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
                         stats.already_there += 1
                         continue
                     waiting.clear()  # the topic goes on differently: send from here
-                producer.send(topic, key=key, value=value)
+                futures.append(producer.send(topic, key=key, value=value))
                 stats.sent += 1
                 pending += 1
                 if pending >= BATCH:

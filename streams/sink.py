@@ -9,7 +9,7 @@ from twin.events import Decision, GuestStatusReported, InputEvent
 from twin.log import encode
 
 from .agent import JsonlSink, Sink
-from .feed import parse_kafka_url
+from .feed import DELIVERY_TIMEOUT_MS, DeliveryError, parse_kafka_url
 from .topics import Topics
 
 __all__ = ["KafkaSink", "sink_for"]
@@ -26,17 +26,32 @@ class KafkaSink:
             warnings.simplefilter("ignore", DeprecationWarning)
             from kafka import KafkaProducer
         self.topics = topics or Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin."))
-        self.producer: Any = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        self.producer: Any = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all",
+                                           enable_idempotence=True, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+                                           request_timeout_ms=30_000)
         self.count = 0
+        self._pending: list[Any] = []
 
     def __call__(self, event: InputEvent | Decision) -> None:
         topic = self.topics.telemetry if isinstance(event, GuestStatusReported) else self.topics.host_events
-        self.producer.send(topic, key=event.host.encode(), value=encode(event).encode())
+        self._pending.append(self.producer.send(topic, key=event.host.encode(), value=encode(event).encode()))
         self.count += 1
+        if len(self._pending) >= 10_000:
+            self.check()
+
+    def check(self) -> None:
+        """Wait until the broker has every event sent so far; raise ``DeliveryError`` if one failed."""
+        self.producer.flush()
+        pending, self._pending = self._pending, []
+        failed = [f.exception for f in pending if f.failed()]
+        if failed:
+            raise DeliveryError(f"{len(failed)} of {len(pending)} events were not delivered: {failed[0]!r}")
 
     def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
+        try:
+            self.check()
+        finally:
+            self.producer.close()
 
 
 def sink_for(target: str, append: bool = False) -> Sink:

@@ -31,7 +31,7 @@ def identities(value: bytes) -> list[Identity]:
     """The inputs one message carries (none if it is not a JSON input event)."""
     try:
         event = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return []
     if not isinstance(event, dict):
         return []
@@ -87,10 +87,9 @@ def audit(bootstrap: str, topics: Topics, live: dict[str, Any] | None,
     books.duplicated = sum(n - 1 for n in logged.values() if n > 1)
     dead: Counter[Identity] = Counter()
     for record in read_records(bootstrap, topics.dead_letters, timeout_s=60):
-        letter = _letter(record)
+        letter, original = _letter(record)
         books.dead_lettered += 1
         books.late += str(letter.get("reason", "")).startswith("late")
-        original = (letter.get("original") or "").encode() if letter.get("original_encoding") == "utf-8" else b""
         found = identities(original)
         index = letter.get("index")
         picked = [found[index]] if index is not None and index < len(found) else found
@@ -110,11 +109,14 @@ def audit(bootstrap: str, topics: Topics, live: dict[str, Any] | None,
     return books
 
 
-def _letter(record: Any) -> dict[str, Any]:
+def _letter(record: Any) -> tuple[dict[str, Any], bytes]:
+    """A dead letter's description and its original bytes (the value itself when kept raw)."""
     for name, value in record.headers or []:
         if name == "dmtwin-dead-letter":
-            return dict(json.loads(value))
-    return dict(json.loads(record.value))
+            return dict(json.loads(value)), record.value
+    letter = dict(json.loads(record.value))
+    original = (letter.get("original") or "").encode() if letter.get("original_encoding") == "utf-8" else b""
+    return letter, original
 
 
 class FeedThread(threading.Thread):

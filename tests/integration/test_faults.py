@@ -8,6 +8,7 @@ outages, floods, failover, memory) are in benchmarks/bench_faults.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from streams.broker import LocalKafka
+from streams.feed import ensure_topics
 from twin.scenario import Scenario
 
 from .conftest import free_ports
@@ -119,6 +121,7 @@ def test_out_of_order_topics_fold_in_event_time_and_only_the_too_late_are_dead_l
     reports = [{"v": 1, "type": "guest.status", "at_ms": START_MS + 1000 * s, "host": "hv-0", "vm": "a",
                 "committed_mib": 800 + 10 * s, "available_mib": 100} for s in range(1, 90)]
     too_late = {**reports[0], "at_ms": START_MS + 1000, "committed_mib": 1}
+    asyncio.run(ensure_topics(kafka_bootstrap, topics, 4))
     send_raw(kafka_bootstrap, topics.host_events, [(b"hv-0", json.dumps(e).encode()) for e in (join, start, stop_b)])
     send_raw(kafka_bootstrap, topics.telemetry, [(b"hv-0", json.dumps(r).encode()) for r in reports])
     worker = WorkerProcess(kafka_bootstrap, tmp_path / "w", app_id, topics, lateness_ms=60_000).start()
