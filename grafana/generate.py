@@ -58,6 +58,8 @@ TAGS = ["dmtwin", "hyper-v", "dynamic-memory"]
 HOST = 'host="$host"'
 VM = 'host="$host", vm="$vm"'
 RATE = "[$__rate_interval]"
+WORKER = "and on (job, instance) dmtwin_build_info"
+"""Keeps the process_* series of dmtwin's own processes (Prometheus exposes them too)."""
 
 Panel = Builder[model.Panel]
 
@@ -310,6 +312,10 @@ def vm() -> Dashboard:
              custom__fillOpacity=0)
     return _rows(dash, [
         ("Memory", [
+            single("Seconds since the VM's newest event", units.Seconds,
+                   (f"dmtwin_vm_last_report_age_seconds{{{VM}}}", "age"),
+                   description="Wall-clock seconds since the twin heard of this VM; red after 60 s "
+                               "(alert DmtwinVmReportsStopped).", width=24, height=3, warn_at=60),
             memory,
             graph("Balloon, Smart Paging and guest available memory", units.BytesIEC,
                   (f"dmtwin_dynamic_memory_vm_balloon_bytes{{{VM}}}", "balloon"),
@@ -364,6 +370,15 @@ def pipeline() -> Dashboard:
                   stacked=True),
         ]),
         ("Latency and lag", [
+            graph("Event-time lag", units.Seconds,
+                  ("dmtwin_event_time_lag_seconds", "{{instance}}"),
+                  description="Wall clock minus the newest event time each worker folded: how far "
+                              "the twin is behind real time (alert DmtwinEventTimeLag above 30 s).",
+                  reference=30, minimum=None),
+            graph("Seconds since each host's newest event", units.Seconds,
+                  ("dmtwin_host_last_report_age_seconds", "{{host}}"),
+                  description="A host whose feed stopped climbs here (alert DmtwinHostReportsStopped "
+                              "above 60 s).", reference=60, minimum=None),
             graph("Balancer round duration", units.Seconds,
                   (f"histogram_quantile(0.5, {bucket})", "p50"),
                   (f"histogram_quantile(0.99, {bucket})", "p99"),
@@ -372,6 +387,19 @@ def pipeline() -> Dashboard:
             graph("Consumer lag", units.Short,
                   ("sum by (topic, partition) (dmtwin_consumer_lag_messages)", "{{topic}}/{{partition}}"),
                   description="Messages not yet consumed, by topic and partition."),
+        ]),
+        ("Worker process", [
+            single("Workers scraped", units.Short, ("count(dmtwin_build_info)", "workers"),
+                   description="Workers whose metrics Prometheus reads now (alert DmtwinWorkerDown)."),
+            single("Version", units.NoUnit, ("count by (version) (dmtwin_build_info)", "{{version}}"),
+                   description="dmtwin releases running, with how many workers run each."),
+            graph("CPU", units.PercentUnit,
+                  (f"rate(process_cpu_seconds_total{RATE}) {WORKER}", "{{instance}}"),
+                  description="CPU time per second of each worker process (1.0 = one core).",
+                  width=6, height=4),
+            graph("Resident memory", units.BytesIEC,
+                  (f"process_resident_memory_bytes {WORKER}", "{{instance}}"),
+                  width=6, height=4),
         ]),
     ])
 

@@ -110,9 +110,16 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+STANDARD = {"up", "process_cpu_seconds_total", "process_resident_memory_bytes",
+            "process_virtual_memory_bytes", "process_start_time_seconds", "process_open_fds",
+            "process_max_fds", "python_info"}
+"""Prometheus' own ``up`` and what prometheus_client's process and platform collectors expose
+on the worker's registry (streams.metrics.twin_registry)."""
+
+
 def _defined(name: str) -> bool:
     defined = {d.name: d for d in METRICS}
-    if name in defined:
+    if name in defined or name in STANDARD:
         return True
     for suffix in ("_bucket", "_sum", "_count"):
         base = name.removesuffix(suffix)
