@@ -6,7 +6,9 @@ services exist, images are pinned, every mounted local path exists, every servic
 healthcheck and waits for the health of what it needs, state lives in named volumes, no password
 is written in the repository, and the pieces agree with each other (broker address, metrics port,
 provisioning paths, Grafana major vs the dashboard SDK's). ``docker compose config`` and
-``promtool check config`` run too when those tools are installed.
+``promtool check config`` run too when those tools are installed, and so does compose-config,
+Docker Compose v2's own loader (compose-go) built by scripts/setup from tests/contract/composecheck,
+which interpolates ``${VAR:?message}`` from .env and checks consistency as ``docker compose config``.
 """
 
 from __future__ import annotations
@@ -242,6 +244,61 @@ def test_promtool_accepts_the_prometheus_config() -> None:
     done = subprocess.run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus.yml")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+COMPOSE_CONFIG = ROOT / ".venv" / "bin" / "compose-config"
+"""Docker Compose v2's loader (compose-go) as a binary; scripts/setup builds it from
+tests/contract/composecheck when Go is installed."""
+needs_compose_config = pytest.mark.skipif(
+    not COMPOSE_CONFIG.exists(), reason="compose-config not built (scripts/setup builds it when Go is installed)")
+
+
+def _compose_config(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k != PASSWORD_VARIABLE}
+    return subprocess.run([str(COMPOSE_CONFIG), "-f", str(project / COMPOSE.name), "-C", str(project)],
+                          capture_output=True, text=True, timeout=60, env={**clean, **env})
+
+
+@needs_compose_config
+def test_compose_v2_loads_the_file_with_a_password() -> None:
+    done = _compose_config(ROOT, **{PASSWORD_VARIABLE: "not-a-real-one"})
+    assert done.returncode == 0, done.stderr
+    project = yaml.safe_load(done.stdout)
+    assert set(project["services"]) == SERVICES
+    assert project["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "not-a-real-one"
+    assert set(project["volumes"]) == {"kafka_data", "worker_data", "prometheus_data", "grafana_data"}
+
+
+@needs_compose_config
+@pytest.mark.parametrize("dotenv", [None, ".env.example"], ids=["no .env", ".env copied, blank"])
+def test_compose_v2_stops_with_a_clear_error_without_the_password(tmp_path: Path, dotenv: str | None) -> None:
+    shutil.copy(COMPOSE, tmp_path / COMPOSE.name)
+    if dotenv:
+        shutil.copy(ROOT / dotenv, tmp_path / ".env")
+    done = _compose_config(tmp_path)
+    assert done.returncode != 0
+    assert f"required variable {PASSWORD_VARIABLE} is missing a value" in done.stderr, done.stderr
+    assert "copy .env.example to .env" in done.stderr
+
+
+@needs_compose_config
+def test_compose_v2_reads_the_password_from_dot_env(tmp_path: Path) -> None:
+    shutil.copy(COMPOSE, tmp_path / COMPOSE.name)
+    (tmp_path / ".env").write_text(f"{PASSWORD_VARIABLE}=from-the-file\n", encoding="utf-8")
+    done = _compose_config(tmp_path)
+    assert done.returncode == 0, done.stderr
+    grafana = yaml.safe_load(done.stdout)["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "from-the-file"
+
+
+@needs_compose_config
+def test_compose_v2_rejects_a_broken_file(tmp_path: Path) -> None:
+    """The loader is strict enough that the tests above mean something."""
+    broken = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    broken["services"]["worker"]["depends_on"] = {"zookeeper": {"condition": "service_healthy"}}
+    (tmp_path / COMPOSE.name).write_text(yaml.safe_dump(broken), encoding="utf-8")
+    done = _compose_config(tmp_path, **{PASSWORD_VARIABLE: "x"})
+    assert done.returncode != 0 and "zookeeper" in done.stderr, done.stderr
 
 
 def _compose_available() -> bool:
