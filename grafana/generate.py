@@ -159,7 +159,8 @@ def variable(name: str, label: str, query: str, *, multi: bool = False) -> Query
 
 
 DECISIONS_ANNOTATION = 'sum by (type) (increase(dmtwin_decisions_total[1m])) > 0'
-"""Balancer decisions (balloon, unballoon, hot-add, ...) emitted in each minute, by type."""
+"""Balancer decisions (balloon, unballoon, hot-add, ...) emitted in each minute, by type. The
+counter has no host label, so the marks are those of every host, on every dashboard."""
 
 
 def board(uid: str, title: str, description: str, *, decisions: bool = False) -> Dashboard:
@@ -176,7 +177,7 @@ def board(uid: str, title: str, description: str, *, decisions: bool = False) ->
               .as_dropdown(True).include_vars(True).keep_time(True))
     )
     if decisions:
-        dash.annotation(AnnotationQuery().name("Balancer decisions").datasource(DATASOURCE)
+        dash.annotation(AnnotationQuery().name("Balancer decisions, all hosts").datasource(DATASOURCE)
                         .enable(True).hide(False).icon_color("orange").expr(DECISIONS_ANNOTATION))
     return dash
 
