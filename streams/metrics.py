@@ -45,6 +45,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from twin import __version__
 from twin.counters import (
     BALANCER_COUNTER_SET,
     VM_COUNTER_SET,
@@ -56,7 +57,6 @@ from twin.counters import (
 )
 from twin.errors import Rejected
 from twin.events import DECISION_TYPES, INPUT_TYPES, GuestStatusReported
-from twin import __version__
 from twin.state import Col, HostState, VmRecord
 
 if TYPE_CHECKING:
