@@ -3,11 +3,17 @@
     python grafana/generate.py            # write grafana/dashboards/*.json
     python grafana/generate.py --check    # exit 1 if a checked-in file differs from the code
 
-Every query goes to the provisioned Prometheus datasource (uid ``dmtwin-prometheus``,
+Every query goes to the datasource chosen by the ``datasource`` template variable (any
+Prometheus; by default the provisioned one, uid ``dmtwin-prometheus``,
 grafana/provisioning/datasources/prometheus.yml) and uses only metrics defined in
 ``streams.metrics.METRICS``; tests/contract/test_dashboards.py holds both to that. Pressure is a
 ratio (1.0 = the VM has exactly what it needs), so pressure panels draw a reference line at 1.0
 and never cap the axis there.
+
+The dashboards link fleet → host → VM: a host's series on the fleet opens that host, a VM's series
+on the host opens that VM, each carrying the datasource and the time range; every dashboard also
+has a menu of the others that keeps the variables. Balancer decisions are annotations on the
+fleet, host and VM dashboards.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from grafana_foundation_sdk.builders.common import (
     VizLegendOptions,
 )
 from grafana_foundation_sdk.builders.dashboard import (
+    AnnotationQuery,
     Dashboard,
+    DashboardLink,
+    DatasourceVariable,
     QueryVariable,
     Row,
     ThresholdsConfig,
@@ -48,16 +57,20 @@ from grafana_foundation_sdk.models.common import (
     VizOrientation,
 )
 
-__all__ = ["DATASOURCE_UID", "OUT", "DASHBOARDS", "fleet", "host", "vm", "pipeline", "render", "main"]
+__all__ = ["DATASOURCE_UID", "DATASOURCE_VARIABLE", "DECISIONS_ANNOTATION", "OUT", "DASHBOARDS", "fleet", "host", "vm", "pipeline", "render", "main"]
 
 DATASOURCE_UID = "dmtwin-prometheus"
-DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+"""The provisioned Prometheus: the ``datasource`` variable's default."""
+DATASOURCE_VARIABLE = "datasource"
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${%s}" % DATASOURCE_VARIABLE)
 OUT = Path(__file__).resolve().parent / "dashboards"
 TAGS = ["dmtwin", "hyper-v", "dynamic-memory"]
 
 HOST = 'host="$host"'
 VM = 'host="$host", vm="$vm"'
 RATE = "[$__rate_interval]"
+WORKER = "and on (job, instance) dmtwin_build_info"
+"""Keeps the process_* series of dmtwin's own processes (Prometheus exposes them too)."""
 
 Panel = Builder[model.Panel]
 
@@ -145,12 +158,37 @@ def variable(name: str, label: str, query: str, *, multi: bool = False) -> Query
     return var
 
 
-def board(uid: str, title: str, description: str) -> Dashboard:
-    return (
+DECISIONS_ANNOTATION = 'sum by (type) (increase(dmtwin_decisions_total[1m])) > 0'
+"""Balancer decisions (balloon, unballoon, hot-add, ...) emitted in each minute, by type. The
+counter has no host label, so the marks are those of every host, on every dashboard."""
+
+
+def board(uid: str, title: str, description: str, *, decisions: bool = False) -> Dashboard:
+    """A dashboard with the ``datasource`` variable first, a menu of the other dmtwin dashboards
+    that keeps the variables and the time, and (``decisions``) the balancer's decisions marked."""
+    dash = (
         Dashboard(title).uid(uid).description(description).tags(TAGS).editable()
         .refresh("10s").time("now-30m", "now").timezone("browser")
         .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .with_variable(
+            DatasourceVariable(DATASOURCE_VARIABLE).label("Data source").type("prometheus")
+            .current(model.VariableOption(selected=True, text="Prometheus", value=DATASOURCE_UID)))
+        .link(DashboardLink("dmtwin").type(model.DashboardLinkType.DASHBOARDS).tags(TAGS[:1])
+              .as_dropdown(True).include_vars(True).keep_time(True))
     )
+    if decisions:
+        dash.annotation(AnnotationQuery().name("Balancer decisions, all hosts").datasource(DATASOURCE)
+                        .enable(True).hide(False).icon_color("orange").expr(DECISIONS_ANNOTATION))
+    return dash
+
+
+def drill(panel: timeseries.Panel, title: str, uid: str, **variables: str) -> timeseries.Panel:
+    """A data link from each series of ``panel`` to dashboard ``uid``, with ``variables`` (values
+    may use the series' labels, e.g. ``${__field.labels.vm}``), the datasource and the time range."""
+    query = "&".join([f"var-{name}={value}" for name, value in variables.items()]
+                     + ["${%s:queryparam}" % DATASOURCE_VARIABLE, "${__url_time_range}"])
+    return panel.data_links([DashboardLink(title).type(model.DashboardLinkType.LINK)
+                             .url(f"/d/{uid}/{uid}?{query}")])
 
 
 def _rows(dash: Dashboard, rows: Iterable[tuple[str, Iterable[Panel]]]) -> Dashboard:
@@ -169,7 +207,8 @@ def fleet() -> Dashboard:
     """Every host at a glance: how many, how pressed, how much memory is left, who is short."""
     sel = 'host=~"$host"'
     dash = board("dmtwin-fleet", "dmtwin / Fleet overview",
-                 "Hyper-V Dynamic Memory across all hosts of the twin.")
+                 "Hyper-V Dynamic Memory across all hosts of the twin.", decisions=True)
+    to_host: dict[str, str] = {"host": "${__field.labels.host}"}
     dash.with_variable(variable("host", "Host", "label_values(dmtwin_host_memory_total_bytes, host)",
                                 multi=True))
     return _rows(dash, [
@@ -186,16 +225,18 @@ def fleet() -> Dashboard:
                    description="Sum of the balancers' Available Memory."),
         ]),
         ("Per host", [
-            graph("Average pressure by host", units.PercentUnit,
-                  (f"dmtwin_dynamic_memory_balancer_average_pressure_ratio{{{sel}}}", "{{host}}"),
-                  description="Balancer Average Pressure; above 1.0 the VMs are short of memory.",
-                  reference=1.0),
-            graph("Available memory by host", units.BytesIEC,
-                  (f"dmtwin_dynamic_memory_balancer_available_memory_bytes{{{sel}}}", "{{host}}"),
-                  description="Balancer Available Memory: what is left for VMs, host reserve excluded."),
-            graph("VMs in Warning by host", units.Short,
-                  (f'sum by (host) (dmtwin_dynamic_memory_vm_memory_status{{{sel}, status="Warning"}})',
-                   "{{host}}")),
+            drill(graph("Average pressure by host", units.PercentUnit,
+                        (f"dmtwin_dynamic_memory_balancer_average_pressure_ratio{{{sel}}}", "{{host}}"),
+                        description="Balancer Average Pressure; above 1.0 the VMs are short of memory. "
+                                    "Click a host to open it.",
+                        reference=1.0), "Open host ${__field.labels.host}", "dmtwin-host", **to_host),
+            drill(graph("Available memory by host", units.BytesIEC,
+                        (f"dmtwin_dynamic_memory_balancer_available_memory_bytes{{{sel}}}", "{{host}}"),
+                        description="Balancer Available Memory: what is left for VMs, host reserve "
+                                    "excluded."), "Open host ${__field.labels.host}", "dmtwin-host", **to_host),
+            drill(graph("VMs in Warning by host", units.Short,
+                        (f'sum by (host) (dmtwin_dynamic_memory_vm_memory_status{{{sel}, status="Warning"}})',
+                         "{{host}}")), "Open host ${__field.labels.host}", "dmtwin-host", **to_host),
             graph("Memory assigned to VMs, share of capacity", units.PercentUnit,
                   (f"sum by (host) (dmtwin_dynamic_memory_vm_physical_bytes{{{sel}}}) / on (host) "
                    f"(dmtwin_host_memory_total_bytes{{{sel}}} - dmtwin_host_memory_reserve_bytes{{{sel}}})",
@@ -211,7 +252,10 @@ def fleet() -> Dashboard:
 
 def host() -> Dashboard:
     """One host's balancer over time, and its memory split by VM."""
-    dash = board("dmtwin-host", "dmtwin / Host", "The Dynamic Memory balancer of one host and its VMs.")
+    dash = board("dmtwin-host", "dmtwin / Host", "The Dynamic Memory balancer of one host and its VMs.",
+                 decisions=True)
+    to_vm = {"host": "$host", "vm": "${__field.labels.vm}"}
+    opens = "Open VM ${__field.labels.vm}"
     dash.with_variable(variable("host", "Host", "label_values(dmtwin_host_memory_total_bytes, host)"))
     assigned = graph(
         "Assigned memory by VM, and total demand", units.BytesIEC,
@@ -246,15 +290,18 @@ def host() -> Dashboard:
                   stacked=True),
         ]),
         ("VMs", [
-            assigned,
-            graph("Demand by VM", units.BytesIEC,
-                  (f"dmtwin_dynamic_memory_vm_demand_bytes{{{HOST}}}", "{{vm}}"), stacked=True),
-            graph("Current pressure by VM", units.PercentUnit,
-                  (f"dmtwin_dynamic_memory_vm_pressure_current_ratio{{{HOST}}}", "{{vm}}"),
-                  reference=1.0),
-            graph("Balloon by VM", units.BytesIEC,
-                  (f"dmtwin_dynamic_memory_vm_balloon_bytes{{{HOST}}}", "{{vm}}"), stacked=True,
-                  description="Memory ballooned out of each guest."),
+            drill(assigned, opens, "dmtwin-vm", **to_vm),
+            drill(graph("Demand by VM", units.BytesIEC,
+                        (f"dmtwin_dynamic_memory_vm_demand_bytes{{{HOST}}}", "{{vm}}"), stacked=True),
+                  opens, "dmtwin-vm", **to_vm),
+            drill(graph("Current pressure by VM", units.PercentUnit,
+                        (f"dmtwin_dynamic_memory_vm_pressure_current_ratio{{{HOST}}}", "{{vm}}"),
+                        description="Click a VM to open it.", reference=1.0),
+                  opens, "dmtwin-vm", **to_vm),
+            drill(graph("Balloon by VM", units.BytesIEC,
+                        (f"dmtwin_dynamic_memory_vm_balloon_bytes{{{HOST}}}", "{{vm}}"), stacked=True,
+                        description="Memory ballooned out of each guest."),
+                  opens, "dmtwin-vm", **to_vm),
         ]),
     ])
 
@@ -282,7 +329,7 @@ def _status_timeline() -> statetimeline.Panel:
 
 def vm() -> Dashboard:
     """One VM: what it has, what it sees, what it needs, how pressed it is, what the balancer did."""
-    dash = board("dmtwin-vm", "dmtwin / VM", "Hyper-V Dynamic Memory counters of one VM.")
+    dash = board("dmtwin-vm", "dmtwin / VM", "Hyper-V Dynamic Memory counters of one VM.", decisions=True)
     dash.with_variable(variable("host", "Host", "label_values(dmtwin_host_memory_total_bytes, host)"))
     dash.with_variable(variable("vm", "VM", 'label_values(dmtwin_dynamic_memory_vm_physical_bytes{host="$host"}, vm)'))
     memory = graph(
@@ -310,6 +357,10 @@ def vm() -> Dashboard:
              custom__fillOpacity=0)
     return _rows(dash, [
         ("Memory", [
+            single("Seconds since the VM's newest event", units.Seconds,
+                   (f"dmtwin_vm_last_report_age_seconds{{{VM}}}", "age"),
+                   description="Wall-clock seconds since the twin heard of this VM; red after 60 s "
+                               "(alert DmtwinVmReportsStopped).", width=24, height=3, warn_at=60),
             memory,
             graph("Balloon, Smart Paging and guest available memory", units.BytesIEC,
                   (f"dmtwin_dynamic_memory_vm_balloon_bytes{{{VM}}}", "balloon"),
@@ -364,6 +415,15 @@ def pipeline() -> Dashboard:
                   stacked=True),
         ]),
         ("Latency and lag", [
+            graph("Event-time lag", units.Seconds,
+                  ("dmtwin_event_time_lag_seconds", "{{instance}}"),
+                  description="Wall clock minus the newest event time each worker folded: how far "
+                              "the twin is behind real time (alert DmtwinEventTimeLag above 30 s).",
+                  reference=30, minimum=None),
+            graph("Seconds since each host's newest event", units.Seconds,
+                  ("dmtwin_host_last_report_age_seconds", "{{host}}"),
+                  description="A host whose feed stopped climbs here (alert DmtwinHostReportsStopped "
+                              "above 60 s).", reference=60, minimum=None),
             graph("Balancer round duration", units.Seconds,
                   (f"histogram_quantile(0.5, {bucket})", "p50"),
                   (f"histogram_quantile(0.99, {bucket})", "p99"),
@@ -372,6 +432,35 @@ def pipeline() -> Dashboard:
             graph("Consumer lag", units.Short,
                   ("sum by (topic, partition) (dmtwin_consumer_lag_messages)", "{{topic}}/{{partition}}"),
                   description="Messages not yet consumed, by topic and partition."),
+        ]),
+        ("Audit chain", [
+            graph("Entries appended to the hash chain", units.OpsPerSecond,
+                  (f"sum(rate(dmtwin_events_total{RATE}))", "inputs"),
+                  (f"sum(rate(dmtwin_decisions_total{RATE}))", "decisions"),
+                  description="Every accepted input and every decision is appended to its host's "
+                              "hash-chained log (dmtwin.event-log), each entry carrying the digest "
+                              "of the one before. `dmtwin log export` then `dmtwin audit verify` "
+                              "checks the chain and re-derives every decision.",
+                  stacked=True, width=16),
+            single("Input accepted into the chain", units.PercentUnit,
+                   (f"sum(rate(dmtwin_events_total{RATE})) / (sum(rate(dmtwin_events_total{RATE})) + "
+                    f"sum(rate(dmtwin_dead_letters_total{RATE})))", "accepted"),
+                   description="Share of the input records that became chain entries; the rest went "
+                               "to dmtwin.dead-letter with their original bytes and are not audited.",
+                   width=8, height=8),
+        ]),
+        ("Worker process", [
+            single("Workers scraped", units.Short, ("count(dmtwin_build_info)", "workers"),
+                   description="Workers whose metrics Prometheus reads now (alert DmtwinWorkerDown)."),
+            single("Version", units.NoUnit, ("count by (version) (dmtwin_build_info)", "{{version}}"),
+                   description="dmtwin releases running, with how many workers run each."),
+            graph("CPU", units.PercentUnit,
+                  (f"rate(process_cpu_seconds_total{RATE}) {WORKER}", "{{instance}}"),
+                  description="CPU time per second of each worker process (1.0 = one core).",
+                  width=6, height=4),
+            graph("Resident memory", units.BytesIEC,
+                  (f"process_resident_memory_bytes {WORKER}", "{{instance}}"),
+                  width=6, height=4),
         ]),
     ])
 

@@ -303,7 +303,10 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from twin import __version__
+
     parser = argparse.ArgumentParser(prog="dmtwin", description="A digital twin of Hyper-V Dynamic Memory.")
+    parser.add_argument("--version", action="version", version=f"dmtwin {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="run a scenario and write its event log (JSON Lines)")

@@ -16,12 +16,18 @@ Conventions (ECOSYSTEM.md §5, STYLE.md §4 "windows_exporter"):
 ``TwinCollector`` reads the twin's state at every scrape, so a stopped VM's series vanish at the
 next scrape instead of lingering as a labelled gauge's stale child would. Register it, and
 ``PipelineMetrics``, on an explicit ``CollectorRegistry``, never on the process-wide default one.
+
+``LiveCollector`` adds what an operator watches besides the counters (``LIVE_METRICS``): the build,
+and how old the newest event of each VM and host is by the wall clock. That clock is read here, at
+scrape time, never in ``twin/``, which stays a pure function of its events. ``twin_registry`` also
+registers prometheus_client's process and platform collectors (``process_*``, ``python_info``).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -32,11 +38,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from twin import __version__
 from twin.counters import (
     BALANCER_COUNTER_SET,
     VM_COUNTER_SET,
@@ -48,7 +57,7 @@ from twin.counters import (
 )
 from twin.errors import Rejected
 from twin.events import DECISION_TYPES, INPUT_TYPES, GuestStatusReported
-from twin.state import HostState, VmRecord
+from twin.state import Col, HostState, VmRecord
 
 if TYPE_CHECKING:
     from twin.log import Replay
@@ -61,9 +70,12 @@ __all__ = [
     "ROUND_DURATION_BUCKETS",
     "MetricDef",
     "METRICS",
+    "LIVE_METRICS",
     "metric",
     "metrics_markdown",
     "TwinCollector",
+    "LiveCollector",
+    "Clock",
     "PipelineMetrics",
     "rejection_reason",
     "twin_registry",
@@ -96,7 +108,7 @@ TRANSACTION_DURATION_BUCKETS: tuple[float, ...] = (
 """A transaction is a few round trips to the broker: milliseconds, seconds while it is away."""
 
 Kind = Literal["gauge", "counter", "histogram"]
-Scope = Literal["vm", "vm_setting", "balancer", "host", "pipeline"]
+Scope = Literal["vm", "vm_setting", "balancer", "host", "pipeline", "live"]
 Convert = Literal["mib_to_bytes", "percent_to_ratio", "none", "state"]
 
 _VM = f"\\{VM_COUNTER_SET}(*)\\"
@@ -243,6 +255,25 @@ METRICS: tuple[MetricDef, ...] = (
               "Records produced in committed transactions (log, commands, dead letters, snapshots)."),
 )
 
+LIVE_METRICS: tuple[MetricDef, ...] = (
+    MetricDef(PREFIX + "build_info", "gauge", "live", ("version",), "twin.__version__",
+              "Always 1; the version label is the dmtwin release that folds the events."),
+    MetricDef(PREFIX + "vm_last_report_age_seconds", "gauge", "live", ("host", "vm"),
+              "wall clock at scrape minus the at_ms of the VM's newest event",
+              "Seconds since the VM's newest event (status report, answer, lifecycle event or "
+              "decision about it); negative if its clock runs ahead."),
+    MetricDef(PREFIX + "host_last_report_age_seconds", "gauge", "live", ("host",),
+              "wall clock at scrape minus HostState.last_at_ms",
+              "Seconds since the newest event of the host; negative if its clock runs ahead."),
+    MetricDef(PREFIX + "event_time_lag_seconds", "gauge", "live", (),
+              "wall clock at scrape minus the newest event time folded by this worker",
+              "How far the twin is behind real time, in seconds (absent while it owns no host)."),
+)
+"""Computed by ``LiveCollector`` at each scrape; the ages need a wall clock, so a replay (whose
+events are not live) exposes only ``dmtwin_build_info`` of them."""
+
+METRICS = METRICS + LIVE_METRICS
+
 
 def metrics_markdown() -> str:
     """``METRICS`` as a Markdown table (name, type, labels, source), for the docs."""
@@ -280,7 +311,7 @@ def _family(definition: MetricDef) -> Family:
     return GaugeMetricFamily(definition.name, definition.help, labels=definition.labels)
 
 
-_TWIN_METRICS = tuple(d for d in METRICS if d.scope != "pipeline")
+_TWIN_METRICS = tuple(d for d in METRICS if d.scope not in ("pipeline", "live"))
 _PER_VM = tuple(d for d in _TWIN_METRICS if d.scope in ("vm", "vm_setting"))
 _PER_HOST = tuple(d for d in _TWIN_METRICS if d.scope in ("balancer", "host"))
 
@@ -324,6 +355,42 @@ def _add_host(state: HostState, families: dict[str, Family]) -> None:
     for d in _PER_HOST:
         value = getattr(sources[d.scope], str(d.attribute))
         families[d.name].add_metric([host], _convert(value, d.convert))
+
+
+Clock = Callable[[], float]
+"""Seconds since the Unix epoch, like ``time.time``."""
+
+
+class LiveCollector(Collector):
+    """``LIVE_METRICS`` for every host ``hosts()`` returns: the build always, and, when there is a
+    ``clock``, the age of each VM's and host's newest event and the worker's event-time lag, all
+    measured against ``clock()`` once per scrape. Same thread rules as ``TwinCollector``."""
+
+    def __init__(self, hosts: Callable[[], Iterable[HostState]], clock: Clock | None = time.time) -> None:
+        self._hosts = hosts
+        self._clock = clock
+
+    def describe(self) -> Iterator[Metric]:
+        return (_family(d) for d in LIVE_METRICS)
+
+    def collect(self) -> Iterator[Metric]:
+        families = {d.name: _family(d) for d in LIVE_METRICS}
+        families[PREFIX + "build_info"].add_metric([__version__], 1.0)
+        if self._clock is None:
+            yield families[PREFIX + "build_info"]
+            return
+        now_ms = self._clock() * 1000
+        vm_age = families[PREFIX + "vm_last_report_age_seconds"]
+        host_age = families[PREFIX + "host_last_report_age_seconds"]
+        newest: int | None = None
+        for state in self._hosts():
+            for name, last_ms in zip(state.vms.names, state.vms.column(Col.LAST_AT).tolist()):
+                vm_age.add_metric([state.name, name], (now_ms - last_ms) / 1000)
+            host_age.add_metric([state.name], (now_ms - state.last_at_ms) / 1000)
+            newest = state.last_at_ms if newest is None else max(newest, state.last_at_ms)
+        if newest is not None:
+            families[PREFIX + "event_time_lag_seconds"].add_metric([], (now_ms - newest) / 1000)
+        yield from families.values()
 
 
 def rejection_reason(rejected: Rejected, *, stage: Literal["decode", "apply"]) -> str:
@@ -404,10 +471,16 @@ def _type_tag(cls: type) -> str:
     return str(cls.model_fields["type"].default)  # type: ignore[attr-defined]
 
 
-def twin_registry(hosts: Callable[[], Iterable[HostState]]) -> CollectorRegistry:
-    """A fresh registry holding a ``TwinCollector`` over ``hosts``."""
+def twin_registry(hosts: Callable[[], Iterable[HostState]], *,
+                  clock: Clock | None = time.time) -> CollectorRegistry:
+    """A fresh registry holding a ``TwinCollector`` and a ``LiveCollector`` over ``hosts``, and the
+    process and platform collectors of prometheus_client. ``clock`` measures the ages of the
+    newest events; pass None when the events are not live (a replayed log)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(TwinCollector(hosts))
+    registry.register(LiveCollector(hosts, clock))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     return registry
 
 
@@ -428,7 +501,7 @@ def serve_replay(result: Replay, port: int, *, addr: str = "0.0.0.0",
     Blocks until Ctrl-C, or until ``stop`` is set when one is given.
     """
     hosts = list(result.twin.hosts.values())
-    server = serve(twin_registry(lambda: hosts), port, addr)
+    server = serve(twin_registry(lambda: hosts, clock=None), port, addr)
     bound = server.server_address[1]
     print(f"dmtwin replay: serving {len(hosts)} host(s) on http://{addr}:{bound}/metrics "
           "(Ctrl-C to stop)", file=sys.stderr, flush=True)

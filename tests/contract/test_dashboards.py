@@ -3,8 +3,11 @@
 - each validates against the JSON Schemas of the pinned grafana-foundation-sdk release (vendored
   under grafana/schemas/, see SOURCE.md there);
 - the JSON on disk is exactly what grafana/generate.py produces now, so it cannot drift;
-- every metric an expression uses is defined in ``streams.metrics.METRICS``;
-- every datasource reference is the provisioned Prometheus (uid ``dmtwin-prometheus``).
+- every metric an expression (panel or annotation) uses is defined in ``streams.metrics.METRICS``;
+- every datasource reference is the ``datasource`` template variable, whose default is the
+  provisioned Prometheus (uid ``dmtwin-prometheus``);
+- fleet → host → VM links carry the variables and the time range; balancer decisions are
+  annotations; the pipeline dashboard shows the audit chain.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ def _exprs(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
     for panel in _panels(dashboard):
         for target in panel.get("targets", []):
             yield panel["title"], target["expr"]
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        if "expr" in annotation:
+            yield annotation["name"], annotation["expr"]
 
 
 def _walk(node: Any, key: str) -> Iterator[Any]:
@@ -110,9 +116,16 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+STANDARD = {"up", "process_cpu_seconds_total", "process_resident_memory_bytes",
+            "process_virtual_memory_bytes", "process_start_time_seconds", "process_open_fds",
+            "process_max_fds", "python_info"}
+"""Prometheus' own ``up`` and what prometheus_client's process and platform collectors expose
+on the worker's registry (streams.metrics.twin_registry)."""
+
+
 def _defined(name: str) -> bool:
     defined = {d.name: d for d in METRICS}
-    if name in defined:
+    if name in defined or name in STANDARD:
         return True
     for suffix in ("_bucket", "_sum", "_count"):
         base = name.removesuffix(suffix)
@@ -183,7 +196,7 @@ def test_every_defined_twin_metric_is_on_some_dashboard() -> None:
     assert {d.name for d in METRICS} - used == set()
 
 
-def test_every_datasource_is_the_provisioned_one() -> None:
+def test_every_datasource_is_the_variable_defaulting_to_the_provisioned_one() -> None:
     provisioned = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]
     assert [d["uid"] for d in provisioned] == [generate.DATASOURCE_UID] == ["dmtwin-prometheus"]
     assert provisioned[0]["type"] == "prometheus" and provisioned[0]["url"] == "http://prometheus:9090"
@@ -192,7 +205,10 @@ def test_every_datasource_is_the_provisioned_one() -> None:
         refs = list(_walk(dashboard, "datasource"))
         assert refs, name
         for ref in refs:
-            assert ref == {"type": "prometheus", "uid": "dmtwin-prometheus"}, (name, ref)
+            assert ref == {"type": "prometheus", "uid": "${datasource}"}, (name, ref)
+        first = dashboard["templating"]["list"][0]
+        assert (first["type"], first["name"], first["query"]) == ("datasource", "datasource", "prometheus")
+        assert first["current"]["value"] == generate.DATASOURCE_UID, "the default is the provisioned one"
         for panel in _panels(dashboard):
             if panel["type"] != "row":
                 assert panel.get("datasource") == refs[0], (name, panel["title"])
@@ -211,6 +227,8 @@ def test_variables_come_from_label_values() -> None:
         dashboard = _load(name)
         variables = {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
         for var in variables.values():
+            if var["type"] == "datasource":
+                continue
             assert var["type"] == "query" and var["query"].startswith("label_values("), (name, var)
             assert var["query"].endswith(f", {var['name']})")
         used = {m for _, expr in _exprs(dashboard) for m in re.findall(r"\$(\w+)", expr)}
@@ -231,3 +249,47 @@ def test_pressure_panels_draw_the_reference_line_at_one() -> None:
             assert "max" not in defaults, f"{panel['title']}: pressure above 1.0 must stay visible"
             checked += 1
     assert checked == 4  # fleet average, host balancer, host per VM, VM pressure band
+
+
+def _data_links(dashboard: dict[str, Any]) -> dict[str, list[str]]:
+    """Panel title → the URLs of its data links."""
+    return {panel["title"]: [link["url"] for link in panel["fieldConfig"]["defaults"].get("links", [])]
+            for panel in _panels(dashboard) if "fieldConfig" in panel}
+
+
+def test_fleet_links_to_host_and_host_to_vm_carrying_the_variables() -> None:
+    uids = {name: _load(name)["uid"] for name in FILES}
+    for source, target, labels in (("fleet.json", "host.json", {"host": "${__field.labels.host}"}),
+                                   ("host.json", "vm.json", {"host": "$host", "vm": "${__field.labels.vm}"})):
+        urls = [url for links in _data_links(_load(source)).values() for url in links]
+        assert len(urls) >= 3, f"{source} has too few links to {target}"
+        for url in urls:
+            path, _, query = url.partition("?")
+            assert path.startswith(f"/d/{uids[target]}/"), url
+            params = query.split("&")
+            for label, value in labels.items():
+                assert f"var-{label}={value}" in params, url
+            assert "${datasource:queryparam}" in params and "${__url_time_range}" in params, url
+            # Every variable the target needs is given.
+            needed = {v["name"] for v in _load(target)["templating"]["list"]} - {"datasource"}
+            assert needed <= set(labels), url
+    for name in FILES:
+        [menu] = _load(name)["links"]
+        assert menu["type"] == "dashboards" and menu["includeVars"] and menu["keepTime"], name
+        assert set(menu["tags"]) <= {t for other in FILES for t in _load(other)["tags"]}
+
+
+def test_balancer_decisions_are_annotations() -> None:
+    for name in ("fleet.json", "host.json", "vm.json"):
+        [annotation] = _load(name)["annotations"]["list"]
+        assert annotation["expr"] == generate.DECISIONS_ANNOTATION and annotation["enable"], name
+        assert metric_names(annotation["expr"]) == {"dmtwin_decisions_total"}
+        assert annotation["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_the_pipeline_shows_the_audit_chain() -> None:
+    pipeline = _load("pipeline.json")
+    rows = [p["title"] for p in pipeline["panels"] if p["type"] == "row"]
+    assert "Audit chain" in rows
+    titles = {title for title, _ in _exprs(pipeline)}
+    assert {"Entries appended to the hash chain", "Input accepted into the chain"} <= titles

@@ -45,6 +45,7 @@ __all__ = ["TwinMetricsServer", "PrometheusServer", "twin_metrics_server", "prom
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "examples" / "dozen.toml"
+ALERT_RULES = ROOT / "deploy" / "alerts.yml"
 SCENARIO_SECONDS = 120
 READY_TIMEOUT_S = 60.0
 MIN_SCRAPES = 3
@@ -95,6 +96,12 @@ class PrometheusServer:
             return self.instant(expr)
         except urllib.error.HTTPError as error:
             pytest.fail(f"Prometheus refused {expr!r}: {error.read().decode()}")
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every rule Prometheus loaded, with its health and last error (``/api/v1/rules``)."""
+        body = _get_json(f"{self.url}/api/v1/rules")
+        assert body["status"] == "success", body
+        return [rule for group in body["data"]["groups"] for rule in group["rules"]]
 
     def label_values(self, label: str, match: str) -> list[str]:
         """What Grafana's ``label_values(match, label)`` would list."""
@@ -158,6 +165,8 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory,
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [twin_metrics_server.target]}]}],
+        # The alert rules of docker-compose.yml's Prometheus, evaluated against the real worker.
+        "rule_files": [str(ALERT_RULES)],
     }
     (workdir / "prometheus.yml").write_text(json.dumps(config, indent=2), encoding="utf-8")
     port = free_port()

@@ -1,5 +1,6 @@
 # ruff: noqa: F811  (pytest fixtures are parameters named like the imported fixtures)
-"""Every query of every Grafana dashboard returns data from a real Prometheus scraping the twin.
+"""Every query of every Grafana dashboard returns data from a real Prometheus scraping the twin,
+and the alert rules of deploy/alerts.yml load and evaluate there.
 
 No mocks: a worker process folds a simulated run streamed through Kafka and serves its metrics; the
 ``prometheus`` binary scrapes it every second; each PromQL ``expr`` of grafana/dashboards/*.json,
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 # The fixtures are imported by name so this module runs whether or not conftest.py imports them too.
 from .prometheus_fixture import (  # noqa: F401
@@ -26,6 +29,7 @@ from .prometheus_fixture import (  # noqa: F401
 pytestmark = pytest.mark.integration
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "alerts.yml"
 HOST, VM = "hv-01", "sql-01"
 VARIABLES = {
     "host": HOST,
@@ -65,7 +69,18 @@ def _variables() -> list[Any]:
     params = []
     for name, dashboard in _dashboards():
         for var in dashboard.get("templating", {}).get("list", []):
+            if var["type"] == "datasource":  # chooses a Prometheus, queries nothing
+                continue
             params.append(pytest.param(var["query"], id=f"{name}:${var['name']}"))
+    return params
+
+
+def _annotations() -> list[Any]:
+    params = []
+    for name, dashboard in _dashboards():
+        for annotation in dashboard.get("annotations", {}).get("list", []):
+            if "expr" in annotation:
+                params.append(pytest.param(annotation["expr"], id=f"{name}:{annotation['name']}"))
     return params
 
 
@@ -108,3 +123,40 @@ def test_dashboard_variable_lists_the_twin(prometheus_server: PrometheusServer,
     selector, label = substitute(match.group(1)), match.group(2)
     expected = {"host": set(twin_metrics_server.hosts), "vm": set(twin_metrics_server.vms[HOST])}[label]
     assert set(prometheus_server.label_values(label, selector)) == expected
+
+
+@pytest.mark.parametrize("expr", _annotations())
+def test_annotation_query_reads_the_balancers_decisions(prometheus_server: PrometheusServer, expr: str) -> None:
+    """The annotation marks the minutes whose decision counters rose. The fixture's run is fed
+    before Prometheus starts, so its counters no longer rise; without the ``> 0`` the same query
+    must still find every decision type's series (all zero)."""
+    assert expr.endswith(" > 0")
+    result = prometheus_server.query(substitute(expr.removesuffix(" > 0")))
+    assert result, f"no decision series for {expr!r}"
+    assert all(r["metric"]["type"].startswith("decision.") for r in result), result
+
+
+def test_the_alert_rules_load_and_evaluate_against_the_worker(prometheus_server: PrometheusServer) -> None:
+    """deploy/alerts.yml in a real Prometheus: every rule loads and evaluates without error."""
+
+    expected = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+                for rule in group["rules"]}
+    deadline = time.monotonic() + 30
+    while True:
+        rules = {rule["name"]: rule for rule in prometheus_server.rules()}
+        never = [name for name, rule in rules.items() if rule["lastEvaluation"].startswith("0001-")]
+        if rules and not never:  # Prometheus reports the zero time for a rule not yet evaluated
+            break
+        assert time.monotonic() < deadline, "the rules were never evaluated"
+        time.sleep(1)
+    assert set(rules) == expected
+    for name, rule in rules.items():
+        assert rule["health"] == "ok", (name, rule.get("lastError"))
+
+
+def test_every_metric_an_alert_reads_is_scraped_from_the_worker(prometheus_server: PrometheusServer) -> None:
+    names = {name for group in yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+             for rule in group["rules"] for name in re.findall(r"\bdmtwin_\w+", rule["expr"])}
+    assert len(names) >= 6
+    for name in sorted(names):
+        assert prometheus_server.query(f'count({{__name__="{name}"}})'), f"{name} is not scraped"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 import subprocess
 import threading
 import time
@@ -21,8 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.metrics import (
     DEAD_LETTER_REASONS,
+    LIVE_METRICS,
     MEMORY_STATUSES,
     METRICS,
+    LiveCollector,
     PipelineMetrics,
     metrics_markdown,
     rejection_reason,
@@ -37,6 +40,7 @@ from twin.counters import (
     counter_fields,
     vm_counters,
 )
+from twin import __version__
 from twin.engine import Twin
 from twin.errors import Rejected
 from twin.events import DECISION_TYPES, BalancerTicked, VmStopped
@@ -114,7 +118,61 @@ def test_nothing_is_exposed_that_the_table_does_not_define(registry: CollectorRe
     allowed |= {d.name + s for d in METRICS if d.kind == "histogram" for s in ("_bucket", "_sum", "_count")}
     allowed |= {d.name.removesuffix("_total") + "_created" for d in METRICS if d.kind == "counter"}
     allowed |= {d.name + "_created" for d in METRICS if d.kind == "histogram"}
+    allowed |= PROCESS_AND_PLATFORM
     assert {name for name, _ in scrape(registry)} <= allowed
+
+
+PROCESS_AND_PLATFORM = {"process_virtual_memory_bytes", "process_resident_memory_bytes",
+                        "process_start_time_seconds", "process_cpu_seconds_total", "process_open_fds",
+                        "process_max_fds", "python_info"}
+"""What prometheus_client's ProcessCollector (Linux) and PlatformCollector expose."""
+
+
+def test_process_and_platform_metrics_are_on_the_twin_registry(registry: CollectorRegistry) -> None:
+    names = {name for name, _ in scrape(registry)}
+    assert "python_info" in names
+    if sys.platform == "linux":
+        assert PROCESS_AND_PLATFORM <= names
+        assert value(scrape(registry), "process_resident_memory_bytes") > 0
+
+
+def test_build_info_names_the_version(registry: CollectorRegistry) -> None:
+    assert value(scrape(registry), "dmtwin_build_info", version=__version__) == 1
+
+
+def test_ages_and_lag_are_measured_against_the_clock_at_scrape(twin: Twin) -> None:
+    newest_ms = max(state.last_at_ms for state in twin.hosts.values())
+    now = {"s": newest_ms / 1000 + 7.5}
+    registry = twin_registry(lambda: twin.hosts.values(), clock=lambda: now["s"])
+    samples = scrape(registry)
+    assert value(samples, "dmtwin_event_time_lag_seconds") == 7.5
+    for state in twin.hosts.values():
+        assert value(samples, "dmtwin_host_last_report_age_seconds", host=state.name) \
+            == pytest.approx(now["s"] - state.last_at_ms / 1000)
+        for record in state.records():
+            age = value(samples, "dmtwin_vm_last_report_age_seconds", host=state.name, vm=record.name)
+            assert 7.5 <= age < 7.5 + 2, (state.name, record.name)  # all report every second
+    assert vms_in(samples, "dmtwin_vm_last_report_age_seconds") \
+        == vms_in(samples, "dmtwin_dynamic_memory_vm_physical_bytes")
+    now["s"] += 60  # nothing new folded: every age grows by the wall-clock time that passed
+    later = scrape(registry)
+    assert value(later, "dmtwin_event_time_lag_seconds") == 67.5
+    assert value(later, "dmtwin_host_last_report_age_seconds", host="hv-b") \
+        == pytest.approx(value(samples, "dmtwin_host_last_report_age_seconds", host="hv-b") + 60)
+
+
+def test_without_a_clock_only_the_build_is_live(twin: Twin) -> None:
+    """A replayed log is not live: no ages, which would be measured from its old event times."""
+    names = {name for name, _ in scrape(twin_registry(lambda: twin.hosts.values(), clock=None))}
+    assert "dmtwin_build_info" in names
+    assert not names & {d.name for d in LIVE_METRICS if d.name != "dmtwin_build_info"}
+
+
+def test_no_lag_while_the_worker_owns_no_host() -> None:
+    registry = CollectorRegistry()
+    registry.register(LiveCollector(list, clock=lambda: 1.0e9))
+    names = {name for name, _ in scrape(registry)}
+    assert names == {"dmtwin_build_info"}
 
 
 def test_vm_values_are_the_twin_counters_in_base_units(twin: Twin, registry: CollectorRegistry) -> None:
