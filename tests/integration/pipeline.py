@@ -48,6 +48,7 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90) -> WorkerProcess:
+        seen = self.log_path.stat().st_size if self.log_path.exists() else 0  # a restart appends
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
                                             env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -55,7 +56,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if b"[^Worker]: Ready" in self.log_path.read_bytes():
+            if b"[^Worker]: Ready" in self.log_path.read_bytes()[seen:]:
                 return self
             time.sleep(0.3)
         raise TimeoutError(f"worker not ready in {timeout_s}s: {self.log_path.read_text()[-3000:]}")
