@@ -382,7 +382,8 @@ def _verify_worker(inbox: Any, results: Any) -> None:
     verifier = Verifier()
     for message in iter(inbox.get, None):
         if isinstance(message, tuple):  # all lines are in: the log's length and this worker's heads
-            verifier.end = verifier.chain.lines_seen = message[0]
+            verifier.chain.lines_seen = message[0]
+            verifier.end = message[0] + 1
             verifier.chain.expected_heads = message[1]
             continue
         for position, line in message:
@@ -414,7 +415,7 @@ def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | N
     owner: dict[str | None, int] = {None: 0}  # lines that are not events: one verifier reports them
     end = 0
     for end, line in enumerate(lines, start=1):
-        position = end - 1
+        position = end  # 1-based line numbers
         head = peek(line)
         host = head[1] if head is not None else host_of(line)
         index = owner.get(host)

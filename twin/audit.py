@@ -105,6 +105,7 @@ class Mismatch:
     """A recorded decision that differs from the re-derived one (or one of them is absent)."""
 
     position: int
+    """1-based line number (the line after the last: the log ends before the decision)."""
     host: str
     vm: str
     expected: str
@@ -193,7 +194,7 @@ class Verifier:
         self.end = 0
 
     def feed(self, position: int, line: bytes) -> None:
-        """Check one line (blank lines are skipped)."""
+        """Check line number ``position`` (1-based; blank lines are skipped)."""
         result = self.result
         self.end = position + 1
         parts = self.chain.feed(position, line)
@@ -257,7 +258,7 @@ class Verifier:
 def verify(lines: Iterable[str | bytes], heads: dict[str, str] | None = None) -> Verification:
     """Check the chain and re-derive every decision (see the module docstring)."""
     verifier = Verifier(heads)
-    for position, line in enumerate(lines):
+    for position, line in enumerate(lines, start=1):
         verifier.feed(position, line.encode() if isinstance(line, str) else line)
     return verifier.finish()
 
@@ -361,7 +362,7 @@ def explain(lines: Iterable[str | bytes], vm: str, at_ms: int, host: str | None 
     decided_in: _Round | None = None
     restart: tuple[int, int, int] | None = None  # (at_ms, assigned before, free before) of the last restart
     last_round: _Round | None = None
-    for position, line in enumerate(lines):
+    for position, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

@@ -47,4 +47,4 @@ def test_verify_fails_on_a_tampered_log(tmp_path, capsys):
     log.write_text("\n".join(lines) + "\n")
     capsys.readouterr()
     assert main(["audit", "verify", str(log)]) == 1
-    assert "chain: line 40" in capsys.readouterr().out
+    assert "chain: line 41" in capsys.readouterr().out

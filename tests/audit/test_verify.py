@@ -37,7 +37,7 @@ def test_a_planted_wrong_decision_is_found_even_with_a_valid_chain():
     result = verify(planted)
     assert result.chain == [] and result.rejected == []
     [wrong] = result.mismatches
-    assert (wrong.position, wrong.host, wrong.vm) == (i, "h2", json.loads(LINES[i])["vm"])
+    assert (wrong.position, wrong.host, wrong.vm) == (i + 1, "h2", json.loads(LINES[i])["vm"])
     assert f"add {amount} MiB" in wrong.expected and f"add {amount + 128} MiB" in wrong.recorded
     assert not result.ok
 
@@ -47,8 +47,8 @@ def test_a_planted_decision_without_rechaining_breaks_the_chain_too():
     planted = list(LINES)
     planted[i] = re.sub(r'"remove_mib":(\d+)', lambda m: f'"remove_mib":{int(m[1]) + 2}', planted[i])
     result = verify(planted)
-    assert [(p.position, p.kind) for p in result.chain] == [(i, "changed")]
-    assert [m.position for m in result.mismatches] == [i]
+    assert [(p.position, p.kind) for p in result.chain] == [(i + 1, "changed")]
+    assert [m.position for m in result.mismatches] == [i + 1]
 
 
 def test_a_missing_and_an_invented_decision_are_both_reported():
@@ -91,15 +91,15 @@ def test_a_newer_schema_is_refused_with_its_position_and_the_rest_verified():
     lines = LINES[:50] + [newer] + LINES[50:]
     result = verify(lines)
     [refused] = result.rejected
-    assert refused.position == 50 and "newer dmtwin" in refused.reason and "upgrade" in refused.reason
+    assert refused.position == 51 and "newer dmtwin" in refused.reason and "upgrade" in refused.reason
     assert result.mismatches == [] and result.events == len(lines)
 
 
 def test_a_truncated_line_is_reported_and_the_rest_verified():
     lines = LINES + [LINES[-3][:60]]
     result = verify(lines)
-    assert [r.position for r in result.rejected] == [len(LINES)]
-    assert [(p.position, p.kind) for p in result.chain] == [(len(LINES), "changed")]
+    assert [r.position for r in result.rejected] == [len(LINES) + 1]
+    assert [(p.position, p.kind) for p in result.chain] == [(len(LINES) + 1, "changed")]
     assert result.mismatches == []
 
 
