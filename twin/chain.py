@@ -212,6 +212,8 @@ class ChainVerifier:
         self._reordered: set[int] = set()
         self.lines_seen = 0
         """Lines fed so far (the line number of the last one)."""
+        self.last_chain: str | None = None
+        """The chain recorded on the line just fed (None: it has none, or is no event)."""
 
     @property
     def heads(self) -> dict[str, str]:
@@ -223,6 +225,7 @@ class ChainVerifier:
         or unreadable)."""
         if position > self.lines_seen:
             self.lines_seen = position
+        self.last_chain = None
         # Fast path, nearly every line of an intact log: a chained line that follows its predecessor.
         end = len(line) - 1 if line[-1:] == b"\n" else len(line)
         if line[end - _TAIL:end - _TAIL + len(_SUFFIX)] == _SUFFIX and line[end - 2:end] == b'"}':
@@ -232,6 +235,7 @@ class ChainVerifier:
                 body = line[:end - _TAIL] + b"}"
                 digest = hashlib.sha256(host.anchor.encode("ascii") + body).hexdigest()
                 if line[end - 66:end - 2] == digest.encode("ascii"):
+                    self.last_chain = digest
                     self.chained += 1
                     host.lines += 1
                     host.back.append((position, digest))
@@ -264,6 +268,7 @@ class ChainVerifier:
             self._track_seq(host, body)
             return name, body
         self.chained += 1
+        self.last_chain = chain
         self._chained(position, name, host, body, chain)
         if host.last_break is None or host.last_break.position != position:
             self._track_seq(host, body)  # a broken line's own gap is in its hint

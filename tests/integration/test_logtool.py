@@ -68,8 +68,8 @@ def test_topic_to_file_to_topic_to_file_is_identical_even_when_interrupted(kafka
     second = tmp_path / "second.jsonl"
     export_log(kafka_bootstrap, copy, second, progress=None)
     assert second.read_bytes() == gzip.decompress(first.read_bytes()), "topic → file → topic → file"
-    assert verify(open_lines(str(second))).ok
-    assert verify(open_lines(f"kafka://{kafka_bootstrap}", copy)).ok
+    assert verify(open_lines(str(second))).clean
+    assert verify(open_lines(f"kafka://{kafka_bootstrap}", copy)).clean
 
 
 def test_an_import_that_died_after_sending_does_not_send_twice(kafka_bootstrap, source, tmp_path):
@@ -113,5 +113,6 @@ def test_the_cli_exports_imports_and_verifies(kafka_bootstrap, source, tmp_path,
                  "--since", "5"]) == 2, "another filter on the same file needs --fresh"
     copy = topic_name()
     assert main(["log", "import", str(path), "--to", f"kafka://{kafka_bootstrap}", "--topic", copy]) == 0
-    assert main(["audit", "verify", f"kafka://{kafka_bootstrap}", "--topic", copy]) == 0
-    assert "OK: chain intact" in capsys.readouterr().out
+    assert main(["audit", "verify", f"kafka://{kafka_bootstrap}", "--topic", copy]) == 3, "chained, not signed"
+    assert main(["audit", "verify", f"kafka://{kafka_bootstrap}", "--topic", copy, "--accept-unsigned"]) == 0
+    assert "UNSIGNED (accepted: --accept-unsigned): chain intact" in capsys.readouterr().out
