@@ -120,6 +120,10 @@ class Mismatch:
     recorded: str
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 @dataclass(frozen=True)
 class Refusal:
     """An input the twin refused when the log was written, as recorded next to the log: a line of
@@ -258,8 +262,8 @@ class Verification:
     def verdict(self, accept_unsigned: bool = False, accept_unchained: bool = False) -> str:
         """One line: the status, what it means, and the counts."""
         status = self.status
-        counts = (f"{self.events:,} lines, {len(self.hosts)} hosts, {self.rederived:,} decisions re-derived, "
-                  f"{self.problems} problems")
+        counts = (f"{_n(self.events, 'line')}, {_n(len(self.hosts), 'host')}, "
+                  f"{_n(self.rederived, 'decision')} re-derived, {_n(self.problems, 'problem')}")
         key = short_fingerprint(self.key) if self.key else None
         if status == "FAILED":
             what = (f"{len(self.chain)} chain, {len(self.signature)} signature, {len(self.mismatches)} decision, "

@@ -70,3 +70,54 @@ def test_verify_fails_on_a_tampered_log(tmp_path, capsys):
     assert main(["audit", "verify", str(log)]) == 1
     out = capsys.readouterr().out
     assert "chain: line 41" in out and out.splitlines()[-1].startswith("FAILED: ")
+
+
+def test_a_refused_setting_change_is_in_the_trail_not_only_on_stderr(tmp_path, capsys):
+    """Offline, as live: the worker dead-letters what the twin refuses; simulate -o writes it to
+    LOG.rejects.jsonl, where it would have been, and verify reports it."""
+    spec = json.loads(fleet(duration_s=30).model_dump_json())
+    spec["hosts"][0]["vms"][0]["settings_changes"] = [{"at_s": 10, "maximum_mib": 2048}]  # may only rise
+    scenario = tmp_path / "refused.json"
+    scenario.write_text(json.dumps(spec))
+    log, key = tmp_path / "refused.jsonl", tmp_path / "k"
+    main(["keys", "new", str(key)])
+    assert main(["simulate", str(scenario), "-o", str(log), "--key", str(key)]) == 0
+    assert "1 refused inputs in" in capsys.readouterr().err
+    [record] = [json.loads(line) for line in (tmp_path / "refused.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert record["field"] == "maximum_mib" and record["host"] == "h1" and record["source"] == "simulate"
+    assert json.loads(record["original"])["type"] == "vm.settings_changed"
+    lines = log.read_text().splitlines()
+    assert json.loads(lines[record["after_line"] - 1])["at_ms"] <= record["at_ms"] <= \
+        json.loads(lines[record["after_line"]])["at_ms"], "placed where it came in"
+    assert main(["audit", "verify", str(log), "--key", f"{key}.pub"]) == 0, "a refusal recorded is no problem"
+    out = capsys.readouterr().out
+    assert f"refused when written: rejects line 1: host h1, after log line {record['after_line']}: maximum_mib=2048" in out
+    assert "1 inputs were refused when the log was written" in out
+
+
+def test_verify_exit_codes_say_what_was_proven(tmp_path, capsys):
+    scenario = tmp_path / "fleet.json"
+    scenario.write_text(fleet(duration_s=30).model_dump_json())
+    log, key, other = tmp_path / "fleet.jsonl", tmp_path / "k", tmp_path / "other"
+    main(["keys", "new", str(key)])
+    main(["keys", "new", str(other)])
+    main(["simulate", str(scenario), "-o", str(log), "--key", str(key)])
+    pub = f"{key}.pub"
+    capsys.readouterr()
+    assert main(["audit", "verify", str(log), "--key", pub]) == 0
+    assert main(["audit", "verify", str(log), "--key", f"{other}.pub"]) == 1, "checkpoints of another key"
+    assert "other-key" in capsys.readouterr().out
+    assert main(["audit", "verify", str(log), "--key", pub, "--checkpoints", str(tmp_path / "none")]) == 2
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[: len(lines) // 2]) + "\n")  # cut at a line boundary
+    capsys.readouterr()
+    assert main(["audit", "verify", str(log), "--key", pub]) == 1
+    out = capsys.readouterr().out
+    assert f"signature: line {len(lines) // 2 + 1} host h" in out and ": cut: " in out
+    unchained = tmp_path / "plain.jsonl"
+    unchained.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "chain"}) + "\n"
+                                 for line in lines))
+    assert main(["audit", "verify", str(unchained)]) == 4
+    assert main(["audit", "verify", str(unchained), "--accept-unsigned"]) == 4
+    assert main(["audit", "verify", str(unchained), "--accept-unchained"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("UNCHAINED (accepted: --accept-unchained): ")
