@@ -116,3 +116,31 @@ def test_the_cli_exports_imports_and_verifies(kafka_bootstrap, source, tmp_path,
     assert main(["audit", "verify", f"kafka://{kafka_bootstrap}", "--topic", copy]) == 3, "chained, not signed"
     assert main(["audit", "verify", f"kafka://{kafka_bootstrap}", "--topic", copy, "--accept-unsigned"]) == 0
     assert "UNSIGNED (accepted: --accept-unsigned): chain intact" in capsys.readouterr().out
+
+
+def test_a_signed_import_exports_as_a_pair_that_verifies_with_the_public_key(kafka_bootstrap, source, tmp_path,
+                                                                             capsys):
+    _, lines = source
+    path, key = tmp_path / "signed.jsonl", tmp_path / "signer.key"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    assert main(["keys", "new", str(key)]) == 0
+    log_topic, cp_topic = topic_name(), topic_name().replace("event-log", "checkpoints")
+    broker = f"kafka://{kafka_bootstrap}"
+    assert main(["log", "import", str(path), "--to", broker, "--topic", log_topic, "--key", str(key),
+                 "--checkpoints-topic", cp_topic]) == 0
+    assert "checkpoints signed by SHA256:" in capsys.readouterr().err
+    out = tmp_path / "out.jsonl"
+    assert main(["log", "export", str(out), "--from", broker, "--topic", log_topic, "--checkpoints",
+                 "--checkpoints-topic", cp_topic]) == 0
+    assert (tmp_path / "out.jsonl.checkpoints.jsonl").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(out), "--key", f"{key}.pub"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("OK: chain intact, signed by SHA256:")
+    assert main(["log", "export", str(tmp_path / "part.jsonl"), "--from", broker, "--topic", log_topic,
+                 "--checkpoints", "--since", "5"]) == 2, "a partial export cannot be checked against them"
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(path.read_bytes().replace(b'"committed_mib":', b'"committed_mib":1', 1))
+    assert main(["log", "import", str(broken), "--to", broker, "--topic", topic_name(), "--key", str(key),
+                 "--checkpoints-topic", cp_topic]) == 2
+    assert "not signing a log whose chain is broken" in capsys.readouterr().err
