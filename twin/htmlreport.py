@@ -88,7 +88,7 @@ def chart(title: str, t: Sequence[int], lines: Sequence[tuple[str, Sequence[floa
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
                      f'stroke="#eee"/><text x="{LEFT - 4}" y="{y(value) + 4:.1f}" text-anchor="end">'
                      f'{value:,.0f}</text>')
-    parts.append(f'<text x="4" y="{TOP + 8}">{escape(unit)}</text>')
+    parts.append(f'<text x="4" y="{TOP - 3}">{escape(unit)}</text>')
     for k in range(5):
         at = t0 + (t1 - t0) * k // 4
         anchor = "start" if k == 0 else "end" if k == 4 else "middle"

@@ -230,3 +230,17 @@ def test_public_keys_are_32_bytes():
         PublicKey(b"\0" * 31)
     with pytest.raises(ValueError):
         Signer(b"\0" * 16)
+
+
+def test_verify_in_parallel_checks_each_hosts_checkpoints_where_its_lines_are():
+    from streams.logtool import verify_parallel
+
+    def run(lines, checkpoints=CHECKPOINTS):
+        return verify_parallel((line.encode() for line in lines), 2, key=KEY.public_key, checkpoints=checkpoints)
+
+    whole = run(LINES)
+    assert whole.ok and whole.checkpoints == len(CHECKPOINTS), whole.to_text()
+    no_h2 = run([line for line in LINES if '"host":"h2"' not in line])
+    assert [(s.host, s.kind) for s in no_h2.signature] == [("h2", "cut")]
+    bad = run(LINES, CHECKPOINTS[:1] + [b"{}"] + CHECKPOINTS[1:])
+    assert [(s.kind, s.checkpoint_line) for s in bad.signature] == [("invalid", 2)], "reported once"
