@@ -1,12 +1,16 @@
-"""Benchmark of the audit (issue #5): replay and verify speed on a log of a million events or more,
-next to only parsing the same file, and the peak memory of each.
+"""Benchmark of the audit (issues #5 and #12): replay and verify speed on a log of a million events
+or more, next to only parsing the same file, and the peak memory of each; and verify with the
+signed checkpoints checked, against verify without.
 
 Run: .venv/bin/python benchmarks/bench_audit.py [--events N] [--vms-per-host N] [--jobs N]
+                                                [--checkpoint-every SECONDS]
 
 The log is simulated (``twin.scenario.simulate`` on a fleet of hosts with a dozen VMs each),
-chained like ``dmtwin simulate -o`` writes it, and written to a temporary file. Each measurement
-runs in a fresh process reading that file, so its peak memory (``ru_maxrss``) is its own. Goal:
-verify at least half as fast as parsing. Nothing is asserted.
+chained and signed like ``dmtwin simulate -o LOG --key K`` writes it (a checkpoint per host every
+``--checkpoint-every`` seconds of event time, 10 by default; 1 is about the worker's cadence of
+one per host per second), and written to a temporary file. Each measurement runs in a fresh
+process reading that file, so its peak memory (``ru_maxrss``) is its own. Goal: verify at least
+half as fast as parsing. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PHASES = ("parse", "chain", "replay", "verify", "verify-parallel")
+PHASES = ("parse", "chain", "replay", "verify", "verify-signed", "verify-parallel", "verify-parallel-signed")
+KEY = bytes(range(32))
 
 
 def fleet(events: int, vms_per_host: int, hosts: int):  # type: ignore[no-untyped-def]
@@ -44,23 +49,32 @@ def fleet(events: int, vms_per_host: int, hosts: int):  # type: ignore[no-untype
              "workload": kinds[(i + h) % len(kinds)]} for i in range(vms_per_host)]} for h in range(hosts)]})
 
 
-def write_log(path: Path, events: int, vms_per_host: int, hosts: int) -> int:
-    from twin.chain import Chainer
+def write_log(path: Path, events: int, vms_per_host: int, hosts: int, every_ms: int) -> tuple[int, int]:
     from twin.scenario import simulate
+    from twin.signing import Signer, Trail
 
-    chainer = Chainer()
-    count = 0
-    with open(path, "w", encoding="utf-8") as out:
+    trail = Trail(Signer(KEY), every_ms)
+    count = checkpoints = 0
+    with open(path, "w", encoding="utf-8") as out, open(f"{path}.checkpoints.jsonl", "wb") as signed:
         for event in simulate(fleet(events, vms_per_host, hosts), rejected=[]):
-            out.write(chainer.line(event))
+            due, line = trail.line(event)
+            for cp in due:
+                signed.write(cp + b"\n")
+                checkpoints += 1
+            out.write(line)
             out.write("\n")
             count += 1
-    return count
+        for cp in trail.finish():
+            signed.write(cp + b"\n")
+            checkpoints += 1
+    return count, checkpoints
 
 
 def run_phase(phase: str, path: Path, jobs: int) -> dict[str, float]:
-    """One measurement, in this process: its time, its events, and what it found."""
+    """One measurement, in this process: its time (wall and CPU, children's too), its events, and what
+    it found. The machine may be shared: CPU time is the steadier figure."""
     start = time.perf_counter()
+    cpu_start = _cpu()
     if phase == "parse":
         from twin.events import EVENT_ADAPTER
 
@@ -81,22 +95,38 @@ def run_phase(phase: str, path: Path, jobs: int) -> dict[str, float]:
         with open(path, "rb") as lines:
             result = replay(lines)
         count, found = result.events, len(result.rejected)
-    elif phase == "verify":
+    elif phase in ("verify", "verify-signed"):
         from twin.audit import verify
+        from twin.signing import CheckpointCheck, Signer
 
+        check = None
+        if phase == "verify-signed":  # reading the checkpoints file is part of the work
+            check = CheckpointCheck(Signer(KEY).public_key, Path(f"{path}.checkpoints.jsonl").read_bytes().splitlines())
         with open(path, "rb") as lines:
-            checked = verify(lines)
-        count, found = checked.events, len(checked.chain) + len(checked.mismatches) + len(checked.rejected)
+            checked = verify(lines, checkpoints=check)
+        count, found = checked.events, checked.problems
+        assert phase == "verify" or checked.ok, checked.verdict()
     else:
         from streams.logtool import verify_parallel
+        from twin.signing import Signer
 
+        key = checkpoints = None
+        if phase == "verify-parallel-signed":
+            key, checkpoints = Signer(KEY).public_key, Path(f"{path}.checkpoints.jsonl").read_bytes().splitlines()
         with open(path, "rb") as lines:
-            checked = verify_parallel(lines, jobs)
-        count, found = checked.events, len(checked.chain) + len(checked.mismatches) + len(checked.rejected)
+            checked = verify_parallel(lines, jobs, key=key, checkpoints=checkpoints)
+        count, found = checked.events, checked.problems
+        assert phase == "verify-parallel" or checked.ok, checked.verdict()
     seconds = time.perf_counter() - start
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if phase == "verify-parallel" else 0
-    return {"seconds": seconds, "events": count, "problems": found,
+    cpu = _cpu() - cpu_start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if phase.startswith("verify-parallel") else 0
+    return {"seconds": seconds, "cpu_seconds": cpu, "events": count, "problems": found,
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "children_peak_mib": children / 1024}
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -105,6 +135,8 @@ def main() -> None:
     parser.add_argument("--vms-per-host", type=int, default=12)
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2, help="processes for verify-parallel")
+    parser.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
+                        help="event time between a host's checkpoints (default 10)")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -115,23 +147,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fleet.jsonl"
         started = time.perf_counter()
-        count = write_log(path, args.events, args.vms_per_host, args.hosts)
+        count, checkpoints = write_log(path, args.events, args.vms_per_host, args.hosts,
+                                       round(args.checkpoint_every * 1000))
         print(f"log: {count:,} events, {args.hosts} hosts × {args.vms_per_host} VMs, "
-              f"{path.stat().st_size / 2**20:,.0f} MiB, simulated and chained in {time.perf_counter() - started:.0f} s")
+              f"{path.stat().st_size / 2**20:,.0f} MiB, {checkpoints:,} checkpoints (one per host every "
+              f"{args.checkpoint_every:g} s of event time), simulated, chained and signed in "
+              f"{time.perf_counter() - started:.0f} s")
         results = {}
         for phase in PHASES:
             out = subprocess.run([sys.executable, __file__, "--phase", phase, "--file", str(path),
                                   "--jobs", str(args.jobs)], check=True, capture_output=True, text=True)
             results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
         parse_rate = results["parse"]["events"] / results["parse"]["seconds"]
-        print(f"{'phase':<16} {'events/s':>12} {'× parse':>8} {'seconds':>8} {'peak MiB':>9}  problems")
+        print(f"{'phase':<26} {'events/s':>12} {'× parse':>8} {'seconds':>8} {'ev/CPU-s':>10} {'peak MiB':>9}  problems")
         for phase, r in results.items():
             rate = r["events"] / r["seconds"]
-            label = f"{phase} ({args.jobs})" if phase == "verify-parallel" else phase
+            label = f"{phase} ({args.jobs})" if phase.startswith("verify-parallel") else phase
             peak = f"{r['peak_mib']:.0f}" + (f" + {args.jobs}×≤{r['children_peak_mib']:.0f}"
                                             if r["children_peak_mib"] else "")
-            print(f"{label:<16} {rate:>12,.0f} {rate / parse_rate:>8.2f} {r['seconds']:>8.1f} {peak:>9}  "
-                  f"{r['problems']}")
+            print(f"{label:<26} {rate:>12,.0f} {rate / parse_rate:>8.2f} {r['seconds']:>8.1f} "
+                  f"{r['events'] / r['cpu_seconds']:>10,.0f} {peak:>9}  {r['problems']}")
+        for plain, signed in (("verify", "verify-signed"), ("verify-parallel", "verify-parallel-signed")):
+            a, b = (results[p]["events"] / results[p]["seconds"] for p in (plain, signed))
+            ca, cb = (results[p]["events"] / results[p]["cpu_seconds"] for p in (plain, signed))
+            per_cp = (results[signed]["cpu_seconds"] - results[plain]["cpu_seconds"]) / max(checkpoints, 1) * 1e6
+            print(f"{signed}: {b / a:.2f}× the rate of {plain} in wall time, {cb / ca:.2f}× in CPU time "
+                  f"({per_cp:,.0f} CPU-µs more per checkpoint)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ transaction (``streams.transactions``):
 1. folds the messages in event-time order into the hosts' records (``streams.processor``),
    skipping any message the partition's mark says was processed before;
 2. sends the log entries, commands and dead letters, the changed host records and the new mark to
-   the compacted snapshot topic (``streams.snapshots``), and the input offsets to the group;
+   the compacted snapshot topic (``streams.snapshots``), a signed checkpoint of each chain it
+   extended when the worker has a key (``DMTWIN_KEY``, docs/audit.md), and the input offsets;
 3. commits. Only then does the worker's memory take the new state.
 
 So for each input, its log entries, commands, dead letters, state change and offset become visible
@@ -79,6 +80,13 @@ class Worker:
         self._round = asyncio.Lock()
         self._reading = asyncio.Lock()
         self._reader: AIOKafkaConsumer | None = None
+        self.signer = None
+        if settings.key_path:
+            from twin.signing import Signer
+
+            from .keys import load_private
+
+            self.signer = Signer(load_private(settings.key_path))
         self._loading: asyncio.Task[None] | None = None
         self.app = self._build()
 
@@ -166,6 +174,12 @@ class Worker:
             return
         snapshots = [Out(self.snapshot_topic, host.encode(), record.to_bytes(), part.number)
                      for host, record in working.items()]
+        if self.signer is not None:  # a signed checkpoint of each chain this batch extended
+            snapshots += [Out(self.settings.topics.checkpoints, host.encode(),
+                              self.signer.checkpoint(host, record.entries, record.chain, record.state.last_at_ms))
+                          for host, record in working.items()
+                          if record.chain and record.entries and (host not in part.snapshot.hosts
+                                                                  or part.snapshot.hosts[host].chain != record.chain)]
         snapshots.append(Out(self.snapshot_topic, MARK_KEY, mark.to_bytes(), part.number))
         offsets = {TopicPartition(slot.rsplit(":", 1)[0], part.number): offset for slot, offset in mark.next.items()}
         started = time.perf_counter()

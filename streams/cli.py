@@ -19,23 +19,52 @@ __all__ = ["main"]
 def _simulate(args: argparse.Namespace) -> int:
     if args.to:
         return _simulate_to_kafka(args)
-    from twin.chain import Chainer
     from twin.errors import Rejected
-    from twin.log import open_log, write_log
+    from twin.events import InputEvent
     from twin.scenario import load_scenario, simulate
 
+    from .trail import checkpoints_path, rejects_path, write_trail
+
     scenario = load_scenario(args.scenario)
-    rejected: list[Rejected] = []
-    events = Chainer().link_all(simulate(scenario, rejected=rejected))  # tamper-evident, like the worker's
-    if args.output in (None, "-"):
-        count = write_log(events, sys.stdout)
-    else:
-        with open_log(args.output, "w") as out:
-            count = write_log(events, out)
-    for error in rejected:
-        print(f"dmtwin simulate: left out: {error}", file=sys.stderr)
-    where = args.output if args.output not in (None, "-") else "stdout"
-    print(f"dmtwin simulate: {count} events written to {where}", file=sys.stderr)
+    signer = _signer(args.key)
+    refused: list[tuple[InputEvent, Rejected]] = []
+    # Chained like the worker's log; signed checkpoints and refused inputs beside it.
+    stats = write_trail(simulate(scenario, refused=refused), args.output, signer,
+                        round(args.checkpoint_every * 1000), "simulate", refused)
+    to_file = args.output not in (None, "-")
+    if not to_file:  # no rejects file next to stdout: say it here
+        for _, error in refused:
+            print(f"dmtwin simulate: left out: {error}", file=sys.stderr)
+    where = args.output if to_file else "stdout"
+    print(f"dmtwin simulate: {stats.lines} events written to {where}"
+          + (f"; {stats.rejects} refused inputs in {rejects_path(args.output)}" if to_file else "")
+          + (f"; {stats.checkpoints} checkpoints signed by {signer.public_key.short} in "
+             f"{checkpoints_path(args.output)}" if signer is not None else ""), file=sys.stderr)
+    return 0
+
+
+def _signer(path: str | None):  # type: ignore[no-untyped-def]
+    if path is None:
+        return None
+    from .keys import load_signer
+
+    return load_signer(path)
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    from .keys import new_key
+
+    private, public, key = new_key(args.path)
+    print(f"dmtwin keys: private key {private} (mode 600: keep it secret), public key {public}", file=sys.stderr)
+    print(key.short)
+    return 0
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    from .keys import load_any
+
+    key = load_any(args.path)
+    print(f"{key.short}  ed25519, sha256 of the raw public key {key.fingerprint}, public key {key.raw.hex()}")
     return 0
 
 
@@ -76,7 +105,7 @@ def _worker(args: argparse.Namespace) -> int:
         "broker": args.broker, "data_dir": args.data_dir and Path(args.data_dir),
         "partitions": args.partitions, "web_host": args.web_host, "web_port": args.web_port,
         "metrics_host": args.metrics_host, "metrics_port": args.metrics_port, "app_id": args.app_id,
-        "lateness_ms": args.lateness_ms}.items() if v is not None}
+        "lateness_ms": args.lateness_ms, "key_path": args.key}.items() if v is not None}
     settings = dataclasses.replace(Settings(), **overrides)
     # Topics first: a consumer group ignores topics that do not exist when it joins.
     asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
@@ -152,11 +181,32 @@ def _log_export(args: argparse.Namespace) -> int:
     filt = ExportFilter(since_ms=parse_time(args.since) if args.since else None,
                         until_ms=parse_time(args.until) if args.until else None,
                         hosts=tuple(args.host), partitions=tuple(args.partition), first_offset=first, end_offset=end)
+    checkpoints = None
+    if args.checkpoints is not None:
+        from .trail import checkpoints_path
+
+        if args.since or args.until or args.offsets or args.max:
+            raise ValueError("--checkpoints needs each host's whole log (a checkpoint counts the host's lines "
+                             "from its first): leave out --since, --until, --offsets and --max")
+        checkpoints = args.checkpoints or str(checkpoints_path(args.file))
+        # The checkpoints first: every one of them then covers lines the log export will hold.
+        cp_filter = ExportFilter(hosts=filt.hosts, partitions=filt.partitions)
+        cp_stats = export_log(bootstrap, _checkpoints_topic(args.checkpoints_topic), checkpoints, cp_filter,
+                              fresh=args.fresh)
+        print(f"dmtwin log export: {cp_stats.written} checkpoints in {checkpoints}", file=sys.stderr)
     stats = export_log(bootstrap, _event_log_topic(args.topic), args.file, filt, fresh=args.fresh,
                        max_messages=args.max)
     print(f"dmtwin log export: {stats.written} lines in {args.file}"
           + (" (resumed)" if stats.resumed else ""), file=sys.stderr)
     return 0
+
+
+def _checkpoints_topic(topic: str | None) -> str:
+    import os
+
+    from .topics import Topics
+
+    return topic or Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin.")).checkpoints
 
 
 def _log_import(args: argparse.Namespace) -> int:
@@ -165,10 +215,14 @@ def _log_import(args: argparse.Namespace) -> int:
     bootstrap = kafka_url(args.to)
     if bootstrap is None:
         raise ValueError(f"--to={args.to!r}: expected kafka://HOST:PORT")
+    signer = _signer(args.key)
     stats = import_log(args.file, bootstrap, _event_log_topic(args.topic), skip=args.skip,
-                       partitions=args.partitions, max_messages=args.max)
+                       partitions=args.partitions, max_messages=args.max, signer=signer,
+                       checkpoints_topic=_checkpoints_topic(args.checkpoints_topic) if signer else None)
     print(f"dmtwin log import: {stats.sent} lines sent, {stats.skipped} skipped, {stats.already_there} were "
-          "already on the topic", file=sys.stderr)
+          "already on the topic"
+          + (f"; {stats.checkpoints} checkpoints signed by {signer.public_key.short}" if signer else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -184,19 +238,54 @@ def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[
     return lambda: iter(lines)
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    from twin.audit import verify
+def _side_file(args: argparse.Namespace, given: str | None, kind: str) -> Path | None:
+    """The checkpoints or rejects file: as given, else next to a log file if there is one."""
+    from .logtool import kafka_url
+    from .trail import checkpoints_path, rejects_path
 
-    heads = json.loads(Path(args.heads).read_text()) if args.heads else None
-    if args.jobs > 1:
+    if given is not None:
+        return Path(given)
+    if args.log == "-" or kafka_url(args.log) is not None:
+        return None
+    path = checkpoints_path(args.log) if kind == "checkpoints" else rejects_path(args.log)
+    return path if path.exists() else None
+
+
+def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-def]
+    """Verify ``lines`` as ``audit verify`` and ``audit report`` do: chain, checkpoints, decisions."""
+    from twin.audit import read_refusals, verify
+
+    heads = json.loads(Path(args.heads).read_text()) if getattr(args, "heads", None) else None
+    key = None
+    if args.key:
+        from .keys import load_public
+
+        key = load_public(args.key)
+    checkpoints_file = _side_file(args, args.checkpoints, "checkpoints")
+    checkpoint_lines = checkpoints_file.read_bytes().splitlines() if checkpoints_file is not None else None
+    if getattr(args, "jobs", 1) > 1:
         from .logtool import verify_parallel
 
-        result = verify_parallel(_log_source(args), args.jobs, heads)
+        result = verify_parallel(lines, args.jobs, heads, key, checkpoint_lines)
     else:
-        result = verify(_log_source(args), heads)
-    sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
-                     else result.to_text())
-    return 0 if result.ok else 1
+        from twin.signing import CheckpointCheck
+
+        check = CheckpointCheck(key, checkpoint_lines) if checkpoint_lines is not None else None
+        result = verify(lines, heads, check)
+    if key is not None:
+        result.key = key.fingerprint
+    rejects_file = _side_file(args, args.rejects, "rejects")
+    if rejects_file is not None:
+        result.refused = read_refusals(rejects_file.read_bytes().splitlines())
+    return result
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    result = _verification(args, _log_source(args))
+    allow = {"accept_unsigned": args.accept_unsigned, "accept_unchained": args.accept_unchained}
+    sys.stdout.write(json.dumps(result.to_dict(**allow), indent=2, ensure_ascii=False) + "\n" if args.json
+                     else result.to_text(**allow))
+    return result.exit_code(**allow)
 
 
 def _audit_explain(args: argparse.Namespace) -> int:
@@ -209,16 +298,40 @@ def _audit_explain(args: argparse.Namespace) -> int:
 
 
 def _audit_report(args: argparse.Namespace) -> int:
-    from twin.audit import verify
     from twin.htmlreport import render_report
     from twin.whatif import Changes, whatif
 
+    import hashlib
+    import time
+
+    from twin.htmlreport import Evidence
+    from twin.log import peek
+
     lines = _log_source(args, again=True)
-    checked = verify(lines())
+    digest = hashlib.sha256()
+    times: list[int] = []
+
+    def measured():  # type: ignore[no-untyped-def]
+        first = last = None
+        for line in lines():
+            digest.update(line if line.endswith(b"\n") else line + b"\n")
+            head = peek(line)
+            if head is not None:
+                first = head[0] if first is None else min(first, head[0])
+                last = head[0] if last is None else max(last, head[0])
+            yield line
+        times.extend(t for t in (first, last) if t is not None)
+
+    checked = _verification(args, measured())
     changes = Changes(policy=args.whatif_policy) if args.whatif_policy else None
     run = whatif(lines(), changes, record=True)
-    Path(args.output).write_text(render_report(run, checked, source=args.log), encoding="utf-8")
-    print(f"dmtwin audit report: {args.output}", file=sys.stderr)
+    allow = {"accept_unsigned": args.accept_unsigned, "accept_unchained": args.accept_unchained}
+    evidence = Evidence(log_sha256=digest.hexdigest(), first_ms=times[0] if times else None,
+                        last_ms=times[1] if times else None, generated_ms=int(time.time() * 1000),
+                        key=checked.key, verdict=checked.verdict(**allow), status=checked.status,
+                        accepted=checked.accepted(**allow))
+    Path(args.output).write_text(render_report(run, checked, source=args.log, evidence=evidence), encoding="utf-8")
+    print(f"dmtwin audit report: {args.output}: {checked.verdict(**allow)}", file=sys.stderr)
     return 0
 
 
@@ -234,6 +347,30 @@ def _whatif(args: argparse.Namespace) -> int:
     sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
                      else result.to_text())
     return 0
+
+
+def _add_signature_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key", metavar="PUB", help="the signer's public key (dmtwin keys new writes PATH.pub)")
+    p.add_argument("--checkpoints", metavar="FILE", help="signed checkpoints (default: LOG.checkpoints.jsonl "
+                   "if it exists)")
+    p.add_argument("--rejects", metavar="FILE", help="inputs refused when the log was written: LOG.rejects.jsonl "
+                   "(the default if it exists) or an export of the dead-letter topic")
+    p.add_argument("--accept-unsigned", action="store_true",
+                   help="exit 0 for a log that is chained and clean but not signed")
+    p.add_argument("--accept-unchained", action="store_true",
+                   help="exit 0 for a clean log without hash chain (or signature)")
+
+
+def _add_keys_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("keys", help="Ed25519 signing keys for the checkpoints: new | show")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    n = keys.add_parser("new", help="create a private key PATH (PEM, mode 600) and its public key PATH.pub")
+    n.add_argument("path")
+    n.set_defaults(run=_keys_new)
+    s = keys.add_parser("show", help="the key's fingerprint (SHA256: and 16 hex digits of sha256 of the raw "
+                        "public key), from the private or the public key file")
+    s.add_argument("path")
+    s.set_defaults(run=_keys_show)
 
 
 def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -253,6 +390,9 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     e.add_argument("--offsets", metavar="FIRST:END", help="only offsets FIRST ≤ offset < END of each partition")
     e.add_argument("--fresh", action="store_true", help="start over: overwrite the file, forget the sidecar")
     e.add_argument("--max", type=int, metavar="N", help="stop after reading N messages (resume later)")
+    e.add_argument("--checkpoints", nargs="?", const="", metavar="CFILE",
+                   help="also export the checkpoints topic, first, to CFILE (default FILE.checkpoints.jsonl)")
+    e.add_argument("--checkpoints-topic", metavar="T", help="default: $DMTWIN_TOPIC_PREFIX + checkpoints")
     e.set_defaults(run=_log_export)
     i = log.add_parser("import", help="send a log file to a topic, keyed by host, in order; resumable")
     i.add_argument("file", help="JSON Lines file (.gz allowed)")
@@ -261,15 +401,20 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     i.add_argument("--skip", type=int, metavar="N", help="start after the first N lines (default: resume)")
     i.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created (default 4)")
     i.add_argument("--max", type=int, metavar="N", help="stop after sending N lines (resume later)")
+    i.add_argument("--key", metavar="PRIVATE", help="sign checkpoints of the file's chains (checked first) and "
+                   "send them to the checkpoints topic, as the worker does")
+    i.add_argument("--checkpoints-topic", metavar="T", help="default: $DMTWIN_TOPIC_PREFIX + checkpoints")
     i.set_defaults(run=_log_import)
 
     p = sub.add_parser("audit", help="verify a log, explain a decision, or write an HTML report")
     audit = p.add_subparsers(dest="audit_command", required=True)
-    v = audit.add_parser("verify", help="check the hash chain and re-derive every decision (exit 1 if not ok)")
+    v = audit.add_parser("verify", help="check the hash chain and the signed checkpoints, re-derive every "
+                         "decision; exit 0 OK, 1 FAILED, 3 UNSIGNED, 4 UNCHAINED, 2 could not run")
     v.add_argument("log", help=log_help)
     v.add_argument("--topic", help=topic_help)
     v.add_argument("--heads", metavar="FILE", help="JSON {host: digest}: the last digest known for each host "
                    "(catches a log cut short)")
+    _add_signature_options(v)
     v.add_argument("--jobs", type=int, default=1, help="verify hosts in N processes (default 1)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.set_defaults(run=_audit_verify)
@@ -287,6 +432,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     r.add_argument("--whatif-policy", choices=("hyperv", "squeezed", "mom", "esx"),
                    help="also compare with a replay under this policy")
     r.add_argument("--topic", help=topic_help)
+    _add_signature_options(r)
     r.set_defaults(run=_audit_report)
 
     w = sub.add_parser("whatif", help="replay the recorded inputs with another policy, host size or settings")
@@ -322,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --to: go on until stopped, the workloads starting over after duration_s")
     p.add_argument("--keep-start", action="store_true",
                    help="with --to: use the scenario's start_ms instead of the current time")
+    p.add_argument("--key", metavar="PRIVATE", help="with -o FILE: sign checkpoints into FILE.checkpoints.jsonl")
+    p.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
+                   help="with --key: a checkpoint per host every SECONDS of event time, and at the end (default 10)")
     p.set_defaults(run=_simulate)
 
     p = sub.add_parser("worker", help="run the Faust worker (several share hosts through the consumer group)")
@@ -332,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web-port", type=int, help="port of the /hosts/ page (default 6066)")
     p.add_argument("--metrics-host", help="address of the Prometheus exposition (default 127.0.0.1)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9108, 0 = off)")
+    p.add_argument("--key", help="Ed25519 private key that signs checkpoints of every host's chain "
+                                 "(dmtwin keys new; default $DMTWIN_KEY)")
     p.add_argument("--lateness-ms", type=int,
                    help="how late an input may arrive and still be folded (default 300000)")
     p.add_argument("--app-id", help="consumer group (default dmtwin)")
@@ -352,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_schema)
 
     _add_audit_commands(sub)
+    _add_keys_commands(sub)
 
     for name, (_, _, description) in PASSTHROUGH.items():
         sub.add_parser(name, help=description, add_help=False)

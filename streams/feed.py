@@ -80,6 +80,7 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int, snapsho
             for name, config in ((topics.telemetry, {}), (topics.host_events, {}),
                                  (topics.balloon_commands, {}), (topics.addition_commands, {}),
                                  (topics.event_log, forever), (topics.dead_letters, dead),
+                                 (topics.checkpoints, forever),
                                  *(((snapshots, compact),) if snapshots else ()))
             if name not in existing
         ]

@@ -6,9 +6,12 @@ skipped; ``--strict`` makes any of them fail the command. ``--closed-loop`` runs
 (bitbrains, synthetic) through ``twin.scenario.simulate``, decisions and guests' answers included;
 ``--scenario FILE`` saves that scenario as JSON for ``dmtwin simulate``.
 
-Where events go is a *sink* made by ``sink_factory(target)``; the default writes JSON Lines files
-(``-`` is stdout) and refuses other targets, so a caller can add e.g. ``kafka://`` targets by
-passing its own factory.
+A file target (or ``-``, stdout) gets a log like ``dmtwin simulate -o``'s: hash-chained per host,
+with ``LOG.rejects.jsonl`` beside it (the rows the source could not read and the inputs the twin
+refused, where they would have been) and, with ``--key``, signed checkpoints in
+``LOG.checkpoints.jsonl`` (``streams.trail``). Other targets go to a *sink* made by
+``sink_factory(target)``, e.g. ``kafka://`` (the worker chains and signs what it logs); the default
+factory refuses them.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--closed-loop", action="store_true",
                         help="bitbrains/synthetic: simulate the balancer and the guests' answers too")
     parser.add_argument("--scenario", metavar="FILE", help="bitbrains/synthetic: also save the scenario (JSON)")
+    parser.add_argument("--key", metavar="PRIVATE", help="file target: sign checkpoints into "
+                        "TARGET.checkpoints.jsonl")
+    parser.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
+                        help="with --key: a checkpoint per host every SECONDS of event time, and at the end")
     parser.add_argument("--no-floor", dest="floor", action="store_false", default=None,
                         help="meminfo: leave the Linux balloon floor out of committed memory")
     for name, kind in OPTION_TYPES.items():
@@ -57,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _events(args: argparse.Namespace, opts: dict[str, Any], problems: list[SourceProblem]
-            ) -> Iterator[InputEvent | Decision]:
+def _events(args: argparse.Namespace, opts: dict[str, Any], problems: list[SourceProblem],
+            refused: list[tuple[InputEvent, Any]] | None = None) -> Iterator[InputEvent | Decision]:
     if not (args.closed_loop or args.scenario):
         yield from ingest(args.source, args.path, problems=problems, **opts)
         return
@@ -72,6 +79,9 @@ def _events(args: argparse.Namespace, opts: dict[str, Any], problems: list[Sourc
             out.write(scenario.model_dump_json(indent=2) + "\n")
     if not args.closed_loop:
         yield from reports(scenario)
+        return
+    if refused is not None:  # a file target: they go to its rejects file, where they happened
+        yield from simulate(scenario, refused=refused)
         return
     rejected: list[Rejected] = []
     yield from simulate(scenario, rejected=rejected)
@@ -90,24 +100,44 @@ def ingest_main(argv: Sequence[str] | None = None, sink_factory: Callable[[str],
         if unknown:
             raise ValueError(f"source {args.source!r} takes no option "
                              f"{', '.join('--' + u.replace('_', '-') for u in unknown)}")
-        sink = sink_factory(args.to)
-        count = 0
-        try:
-            for event in _events(args, opts, problems):
-                sink(event)
-                count += 1
-        finally:
-            close = getattr(sink, "close", None)
-            if callable(close):
-                close()
+        refused: list[tuple[InputEvent, Any]] = []
+        extra = ""
+        if "://" not in args.to:  # a log file (or stdout): chained, with its rejects and checkpoints
+            from streams.keys import load_signer
+            from streams.trail import write_trail
+
+            signer = load_signer(args.key) if args.key else None
+            stats = write_trail(_events(args, opts, problems, refused), args.to, signer,
+                                round(args.checkpoint_every * 1000), f"ingest {args.source}", refused,
+                                problems if args.to != "-" else None)
+            count = stats.lines
+            if args.to != "-":
+                extra = f"; {stats.rejects} rejects in {args.to}.rejects.jsonl"
+            if signer is not None:
+                extra += f"; {stats.checkpoints} checkpoints signed by {signer.public_key.short}"
+        else:
+            if args.key:
+                raise ValueError("--key is for file targets: the worker signs what it logs from Kafka")
+            sink = sink_factory(args.to)
+            count = 0
+            try:
+                for event in _events(args, opts, problems):
+                    sink(event)
+                    count += 1
+            finally:
+                close = getattr(sink, "close", None)
+                if callable(close):
+                    close()
     except (OSError, ValueError) as error:
         print(f"dmtwin ingest: {error}", file=sys.stderr)
         return 2
     for problem in problems:
         print(f"dmtwin ingest: {problem}", file=sys.stderr)
+    for _, error in refused:
+        print(f"dmtwin ingest: refused: {error}", file=sys.stderr)
     print(f"dmtwin ingest: {count} events from {args.source} written to {args.to}, "
-          f"{len(problems)} problem(s)", file=sys.stderr)
-    return 1 if args.strict and problems else 0
+          f"{len(problems) + len(refused)} problem(s){extra}", file=sys.stderr)
+    return 1 if args.strict and (problems or refused) else 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from twin.audit import Verification, Verifier, merge
+from twin.chain import split_line, verify_chain
 from twin.log import peek
+from twin.signing import CheckpointCheck, PublicKey, Signer
 
 __all__ = [
     "ExportFilter",
@@ -282,6 +284,8 @@ class ImportStats:
     already_there: int = 0
     """Lines found on the topic after the last checkpoint of an interrupted import: not sent again."""
     lines: int = 0
+    checkpoints: int = 0
+    """Signed checkpoints sent (with a signer)."""
 
 
 def _ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -309,12 +313,31 @@ def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = None, partitions: int = 4,
-               max_messages: int | None = None, progress: IO[str] | None = sys.stderr) -> ImportStats:
-    """Send a log file's lines to ``topic`` keyed by host, resuming an interrupted import."""
+               max_messages: int | None = None, progress: IO[str] | None = sys.stderr,
+               signer: Signer | None = None, checkpoints_topic: str | None = None) -> ImportStats:
+    """Send a log file's lines to ``topic`` keyed by host, resuming an interrupted import.
+
+    With a ``signer``, the file's chains are checked first (a broken one is refused: signing it
+    would vouch for the tampering), and after each flush a checkpoint of each host sent since is
+    signed and sent to ``checkpoints_topic``, as the worker does; one more per host at the end."""
     kafka = _kafka()
     path = Path(path)
     sidecar = path.with_name(f"{path.name}.import-{topic}.json")
+    if signer is not None:
+        if checkpoints_topic is None:
+            raise ValueError("a signer needs a checkpoints topic")
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as check:
+            broken = verify_chain(check)
+        if broken:
+            first = broken[0]
+            raise ValueError(f"{path}: not signing a log whose chain is broken ({len(broken)} problems, the first "
+                             f"at line {first.position}, host {first.host}: {first.kind}); dmtwin audit verify says more")
+        _ensure_topic(bootstrap, checkpoints_topic, partitions)
     _ensure_topic(bootstrap, topic, partitions)
+    counts: dict[str, int] = {}
+    heads: dict[str, tuple[str, int]] = {}
+    touched: set[str] = set()
+    signed: dict[str, int] = {}
     stats = ImportStats()
     extra: dict[bytes, list[bytes]] = {}
     start = 0
@@ -335,7 +358,21 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
     pending = 0
     futures: list[Any] = []
 
+    def sign(hosts: Iterable[str]) -> None:
+        if signer is None:
+            return
+        producer.flush()  # the lines first, then the checkpoints that vouch for them
+        for host in sorted(hosts):
+            if host in heads and signed.get(host) != counts[host]:
+                head, at_ms = heads[host]
+                producer.send(checkpoints_topic, key=host.encode(),
+                              value=signer.checkpoint(host, counts[host], head, at_ms))
+                signed[host] = counts[host]
+                stats.checkpoints += 1
+        touched.clear()
+
     def checkpoint(lines: int) -> None:
+        sign(touched)
         producer.flush()
         failed = [f.exception for f in futures if f.failed()]
         futures.clear()
@@ -350,6 +387,14 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as lines:
             number = 0
             for number, line in enumerate(lines, start=1):
+                if signer is not None:  # count every chained line, sent now or before
+                    parts = split_line(line)
+                    if parts is not None and parts[2] is not None:
+                        head_of = peek(line)
+                        counts[parts[0]] = counts.get(parts[0], 0) + 1
+                        heads[parts[0]] = (parts[2], head_of[0] if head_of is not None else 0)
+                        if number > start:
+                            touched.add(parts[0])
                 if number <= start:
                     stats.skipped += 1
                     continue
@@ -375,6 +420,8 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
                 if max_messages is not None and stats.sent >= max_messages:
                     break
             stats.lines = number
+            if signer is not None:
+                touched.update(counts)  # at the end every host is signed through its last line
             checkpoint(number)
     finally:
         producer.close()
@@ -385,27 +432,34 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
 # --- parallel verify ----------------------------------------------------------------------------
 
 
-def _verify_worker(inbox: Any, results: Any) -> None:
-    verifier = Verifier()
+def _verify_worker(inbox: Any, results: Any, key: bytes | None = None,
+                   checkpoints: list[bytes] | None = None, first: bool = True) -> None:
+    check = None if checkpoints is None else CheckpointCheck(PublicKey(key) if key else None, checkpoints)
+    verifier = Verifier(checkpoints=check)
     for message in iter(inbox.get, None):
         if isinstance(message, tuple):  # all lines are in: the log's length and this worker's heads
-            verifier.end = verifier.chain.lines_seen = message[0]
+            verifier.chain.lines_seen = message[0]
+            verifier.end = message[0] + 1
             verifier.chain.expected_heads = message[1]
             continue
         for position, line in message:
             verifier.feed(position, line)
-    results.put(verifier.finish())
+    results.put(verifier.finish(signed_hosts=(), file_problems=first))
 
 
-def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | None = None) -> Verification:
+def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | None = None,
+                    key: PublicKey | None = None, checkpoints: list[bytes] | None = None) -> Verification:
     """``twin.audit.verify`` with each host's lines in one of ``jobs`` processes (hosts are dealt
-    out in the order they first appear, so that each process gets as many)."""
+    out in the order they first appear, so that each process gets as many); each process checks
+    its hosts' ``checkpoints`` (signatures too) with ``key``."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     inboxes = [ctx.Queue(maxsize=32) for _ in range(jobs)]
     results = ctx.Queue()
-    workers = [ctx.Process(target=_verify_worker, args=(inbox, results), daemon=True) for inbox in inboxes]
+    raw = key.raw if key is not None else None
+    workers = [ctx.Process(target=_verify_worker, args=(inbox, results, raw, checkpoints, index == 0), daemon=True)
+               for index, inbox in enumerate(inboxes)]
     for worker in workers:
         worker.start()
 
@@ -421,7 +475,7 @@ def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | N
     owner: dict[str | None, int] = {None: 0}  # lines that are not events: one verifier reports them
     end = 0
     for end, line in enumerate(lines, start=1):
-        position = end - 1
+        position = end  # 1-based line numbers
         head = peek(line)
         host = head[1] if head is not None else host_of(line)
         index = owner.get(host)
@@ -446,7 +500,17 @@ def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | N
                 _alive(worker)
     for worker in workers:
         worker.join()
-    return merge(parts)
+    merged = merge(parts)
+    if checkpoints is not None:  # hosts with checkpoints and no line at all: cut off entirely
+        check = CheckpointCheck(key, checkpoints)
+        gone = set(check.watch) - set(owner)
+        if gone:
+            problems, coverage = check.finish(gone, file_problems=False)
+            merged.signature = sorted(merged.signature + problems, key=lambda s: (s.position, s.host))
+            merged.coverage.update(coverage)
+        merged.key = key.fingerprint if key is not None else None
+        merged.checkpoints, merged.duplicate_checkpoints = check.checkpoints, check.duplicates
+    return merged
 
 
 def _alive(worker: Any) -> None:

@@ -66,6 +66,9 @@ class Settings:
     """Messages decoded and waiting for their transaction before the agent stops reading."""
     session_timeout_s: float = field(default_factory=lambda: _float("DMTWIN_SESSION_TIMEOUT_S", 10.0))
     """How long the group waits for a silent worker before giving its hosts to the others."""
+    key_path: str = field(default_factory=lambda: _env("DMTWIN_KEY", ""))
+    """Ed25519 private key (``dmtwin keys new``) that signs each host's chain in checkpoints
+    published with every transaction; empty: no checkpoints (DMTWIN_KEY)."""
     web_host: str = field(default_factory=lambda: _env("DMTWIN_WEB_HOST", "127.0.0.1"))
     """Address Faust's web server (/hosts/) listens on (DMTWIN_WEB_HOST; 0.0.0.0 for all)."""
     web_port: int = field(default_factory=lambda: _int("DMTWIN_WEB_PORT", 6066))

@@ -52,5 +52,11 @@ class Topics:
         return self.prefix + "dead-letter"
 
     @property
+    def checkpoints(self) -> str:
+        """Out: ``log.checkpoint``, a signed checkpoint of a host's event-log chain (``twin.signing``),
+        one per host per transaction. Kept forever."""
+        return self.prefix + "checkpoints"
+
+    @property
     def inputs(self) -> tuple[str, str]:
         return (self.telemetry, self.host_events)

@@ -147,7 +147,7 @@ class ChainProblem:
     """Where a host's chain breaks, and the most likely reason."""
 
     position: int
-    """0-based line index in the log as read."""
+    """1-based line number in the log as read (the line after the last: something is missing at the end)."""
     host: str
     kind: Kind
     detail: str
@@ -162,7 +162,7 @@ class _Break:
     body: bytes
     chain: str
     previous: int
-    """Position of the host's previous chained line (-1: none)."""
+    """Line number of the host's previous chained line (0: none)."""
     back: list[tuple[int, str]]
     complete_back: bool
     """``back`` reaches the host's first line."""
@@ -176,7 +176,7 @@ class _Host:
     name: str
     back: deque[tuple[int, str]]
     anchor: str = GENESIS
-    anchor_position: int = -1
+    anchor_position: int = 0
     lines: int = 0
     chained: bool = False
     computed: str | None = None
@@ -211,7 +211,9 @@ class ChainVerifier:
         self._problems: dict[tuple[int, str], ChainProblem] = {}
         self._reordered: set[int] = set()
         self.lines_seen = 0
-        """Lines fed so far (the position just past the last one)."""
+        """Lines fed so far (the line number of the last one)."""
+        self.last_chain: str | None = None
+        """The chain recorded on the line just fed (None: it has none, or is no event)."""
 
     @property
     def heads(self) -> dict[str, str]:
@@ -219,9 +221,11 @@ class ChainVerifier:
         return {name: host.anchor for name, host in self.hosts.items() if host.chained}
 
     def feed(self, position: int, line: bytes) -> tuple[str, bytes] | None:
-        """Check one line; return its host and canonical bytes (None: blank or unreadable)."""
-        if position >= self.lines_seen:
-            self.lines_seen = position + 1
+        """Check line number ``position`` (1-based); return its host and canonical bytes (None: blank
+        or unreadable)."""
+        if position > self.lines_seen:
+            self.lines_seen = position
+        self.last_chain = None
         # Fast path, nearly every line of an intact log: a chained line that follows its predecessor.
         end = len(line) - 1 if line[-1:] == b"\n" else len(line)
         if line[end - _TAIL:end - _TAIL + len(_SUFFIX)] == _SUFFIX and line[end - 2:end] == b'"}':
@@ -231,6 +235,7 @@ class ChainVerifier:
                 body = line[:end - _TAIL] + b"}"
                 digest = hashlib.sha256(host.anchor.encode("ascii") + body).hexdigest()
                 if line[end - 66:end - 2] == digest.encode("ascii"):
+                    self.last_chain = digest
                     self.chained += 1
                     host.lines += 1
                     host.back.append((position, digest))
@@ -263,6 +268,7 @@ class ChainVerifier:
             self._track_seq(host, body)
             return name, body
         self.chained += 1
+        self.last_chain = chain
         self._chained(position, name, host, body, chain)
         if host.last_break is None or host.last_break.position != position:
             self._track_seq(host, body)  # a broken line's own gap is in its hint
@@ -379,7 +385,7 @@ class ChainVerifier:
                 return
         candidates = list(reversed(brk.back[:-1]))
         if brk.complete_back:
-            candidates.append((-1, GENESIS))
+            candidates.append((0, GENESIS))
         for p, c in candidates:
             if link_digest(c, brk.body) == brk.chain:
                 between = [q for q, _ in brk.back if p < q < brk.position]
@@ -417,10 +423,10 @@ class ChainVerifier:
         for name, head in self.expected_heads.items():
             last = self.hosts.get(name)
             if last is None:
-                self._report(self.lines_seen, name, "removed", "the host's whole log is missing")
+                self._report(self.lines_seen + 1, name, "removed", "the host's whole log is missing")
             elif last.anchor != head:
                 seen = any(c == head for _, c in last.back)
-                self._report(self.lines_seen, name, "inserted" if seen else "removed",
+                self._report(self.lines_seen + 1, name, "inserted" if seen else "removed",
                              f"the log of host {name!r} ends at digest {last.anchor[:12]}…, not at the "
                              f"expected head {head[:12]}…" + (": lines were added after it" if seen else
                                                              ": its last lines are missing"))
@@ -428,8 +434,9 @@ class ChainVerifier:
 
 
 def verify_chain(lines: Iterable[str | bytes], heads: dict[str, str] | None = None) -> list[ChainProblem]:
-    """Every break of every host's chain in ``lines``, by position (see the module docstring)."""
+    """Every break of every host's chain in ``lines``, by 1-based line number (see the module
+    docstring)."""
     verifier = ChainVerifier(heads)
-    for position, line in enumerate(lines):
+    for position, line in enumerate(lines, start=1):
         verifier.feed(position, line.encode() if isinstance(line, str) else line)
     return verifier.finish()

@@ -14,7 +14,7 @@ class TwinError(Exception):
 class Rejected(TwinError):
     """An event the twin refuses: invalid, or illegal in the state it would apply to.
 
-    ``position`` is the event's place in its log (0-based line index) once known.
+    ``position`` is the event's place in its log, its 1-based line number, once known.
     """
 
     def __init__(self, field: str, value: Any, reason: str, position: int | None = None) -> None:
@@ -32,7 +32,7 @@ class Rejected(TwinError):
         return Rejected(self.field, self.value, self.reason, position)
 
     def describe(self) -> str:
-        where = f"event {self.position}: " if self.position is not None else ""
+        where = f"line {self.position}: " if self.position is not None else ""
         return f"{where}{self.field}={self.value!r}: {self.reason}"
 
     def as_dict(self) -> dict[str, Any]:

@@ -3,18 +3,42 @@ fetched) with, per host and per VM, memory and pressure over time, the status, t
 verification verdict and, when asked, the what-if comparison.
 
 The data come from ``twin.whatif`` (a ``Meter`` with ``record``: samples at each balancer tick,
-decimated to a bounded number of points) and ``twin.audit.verify``.
+decimated to a bounded number of points) and ``twin.audit.verify``. The page is evidence: it opens
+with what was checked (``Evidence``: the log's sha256, its first and last event time, the twin
+version, the key's fingerprint, the verdict, and when the report was made, passed in by the caller
+since the core reads no clock). Times are UTC, on the axes too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 
+from . import __version__
 from .audit import Verification, describe_decision, format_time
+from .signing import short_fingerprint
 from .whatif import Meter, Series, VmUsage, WhatIf
 
-__all__ = ["render_report"]
+__all__ = ["Evidence", "render_report"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the report attests and when: the caller measures the log and reads the clock."""
+
+    log_sha256: str
+    """sha256 of the log's lines as read (uncompressed; of a plain file, ``sha256sum`` of it)."""
+    first_ms: int | None
+    last_ms: int | None
+    generated_ms: int
+    """When the report was made (the caller's clock)."""
+    key: str | None
+    """Fingerprint of the key the checkpoints were checked with."""
+    verdict: str
+    status: str
+    accepted: bool = False
+    twin_version: str = __version__
 
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 920, 200, 64, 16, 14, 30
 COLORS = {"assigned": "#1f77b4", "demand": "#d62728", "visible": "#7f7f7f", "whatif": "#2ca02c",
@@ -29,6 +53,7 @@ h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;margin-top:32px
 table{border-collapse:collapse;margin:6px 0;font-size:12px}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.ok{color:#2a7d2a}.bad{color:#b22}.note{color:#555;font-size:12px}
 svg.chart{display:block;margin:4px 0 10px;background:#fff}svg text{font:11px system-ui,sans-serif;fill:#333}
+table.evidence th{width:150px}table.evidence code{font-size:11px}
 .legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i{display:inline-block;width:18px;
 height:3px;margin-right:4px;vertical-align:middle}
 """
@@ -63,11 +88,14 @@ def chart(title: str, t: Sequence[int], lines: Sequence[tuple[str, Sequence[floa
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
                      f'stroke="#eee"/><text x="{LEFT - 4}" y="{y(value) + 4:.1f}" text-anchor="end">'
                      f'{value:,.0f}</text>')
-    parts.append(f'<text x="4" y="{TOP + 8}">{escape(unit)}</text>')
+    parts.append(f'<text x="4" y="{TOP - 3}">{escape(unit)}</text>')
     for k in range(5):
         at = t0 + (t1 - t0) * k // 4
         anchor = "start" if k == 0 else "end" if k == 4 else "middle"
-        parts.append(f'<text x="{x(at):.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">{_clock(at)}</text>')
+        label = f"{_clock(at)} UTC" if k == 4 else _clock(at)
+        if k == 0:
+            label = f"{format_time(at)[:10]} {label}"
+        parts.append(f'<text x="{x(at):.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">{label}</text>')
     if bands:
         start = 0
         for i in range(1, len(bands) + 1):
@@ -113,12 +141,29 @@ USAGE_HEAD = ("<th>Warning s</th><th>Paging s</th><th>avg assigned MiB</th><th>s
               "<th>adds</th><th>removes</th><th>Smart Paging</th>")
 
 
+def _evidence(e: Evidence) -> str:
+    cls = "ok" if e.status == "OK" else "bad"
+    accepted = " (accepted by the auditor's choice)" if e.accepted and e.status != "OK" else ""
+    when = (f"{format_time(e.first_ms)} to {format_time(e.last_ms)}" if e.first_ms is not None
+            and e.last_ms is not None else "no event")
+    rows = [("Verdict", f'<b class="{cls}">{escape(e.verdict)}</b>{escape(accepted)}'),
+            ("Log sha256", f"<code>{e.log_sha256}</code>"),
+            ("Event time (UTC)", escape(when)),
+            ("Signing key", escape(short_fingerprint(e.key)) + f" <code class=note>{e.key}</code>" if e.key
+             else '<span class="bad">none given: the signatures were not checked</span>'),
+            ("Verified by", f"dmtwin twin {escape(e.twin_version)}"),
+            ("Report made", escape(format_time(e.generated_ms)))]
+    body = "".join(f"<tr><th class=l>{name}</th><td class=l>{value}</td></tr>" for name, value in rows)
+    return f'<table class="evidence">{body}</table>'
+
+
 def _verification(v: Verification) -> str:
-    verdict = ('<p class="ok">Chain intact and every decision re-derived from the inputs.</p>' if v.ok else
-               f'<p class="bad">{len(v.chain)} chain problems, {len(v.mismatches)} decision mismatches, '
-               f'{len(v.rejected)} rejected lines.</p>')
+    verdict = f'<p class="{"ok" if v.ok else "bad"}">{escape(v.verdict())}</p>'
     rows = [f"<tr><td>{p.position}</td><td class=l>{escape(p.host)}</td><td class=l>chain: {p.kind}</td>"
             f"<td class=l>{escape(p.detail)}</td></tr>" for p in v.chain[:50]]
+    rows += [f"<tr><td>{s.position}</td><td class=l>{escape(s.host)}</td><td class=l>signature: {s.kind}</td>"
+             f"<td class=l>checkpoints line {s.checkpoint_line}: {escape(s.detail)}</td></tr>"
+             for s in v.signature[:50]]
     rows += [f"<tr><td>{m.position}</td><td class=l>{escape(m.host)}/{escape(m.vm)}</td><td class=l>decision</td>"
              f"<td class=l>expected {escape(m.expected)}, recorded {escape(m.recorded)}</td></tr>"
              for m in v.mismatches[:50]]
@@ -127,8 +172,12 @@ def _verification(v: Verification) -> str:
     table = ("<table><tr><th>line</th><th class=l>where</th><th class=l>what</th><th class=l>detail</th></tr>"
              + "".join(rows) + "</table>") if rows else ""
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in v.notes())
+    refused = ""
+    if v.refused:
+        items = "".join(f"<li>{escape(r.describe())}</li>" for r in v.refused[:50])
+        refused = (f"<h3>Inputs refused when the log was written ({len(v.refused)})</h3><ul class=note>{items}</ul>")
     return (f"<h2>Verification</h2><p>{v.events:,} events: {v.inputs:,} inputs, {v.decisions:,} decisions; "
-            f"{v.chained:,} chained lines.</p>{verdict}{notes}{table}")
+            f"{v.chained:,} chained lines. Lines are numbered from 1.</p>{verdict}{notes}{table}{refused}")
 
 
 def _vm_section(host: str, vm: str, run: WhatIf) -> str:
@@ -197,12 +246,14 @@ def _hosts(meter: Meter) -> list[str]:
 
 
 def render_report(run: WhatIf, verification: Verification | None = None, title: str = "dmtwin audit report",
-                  source: str = "") -> str:
+                  source: str = "", evidence: Evidence | None = None) -> str:
     """The whole report as one HTML document."""
     parts = [(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>")]
     if source:
         parts.append(f'<p class="note">Log: {escape(source)}</p>')
+    if evidence is not None:
+        parts.append(_evidence(evidence))
     if verification is not None:
         parts.append(_verification(verification))
     if run.whatif is not None:

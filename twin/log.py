@@ -106,8 +106,9 @@ def open_log(path: str | Path, mode: str = "r") -> IO[Any]:
 
 
 def read_log(lines: Iterable[str | bytes]) -> Iterator[tuple[int, AnyEvent | Rejected]]:
-    """(position, event) for each non-blank line, or (position, Rejected) for a bad one."""
-    for position, line in enumerate(lines):
+    """(line number, event) for each non-blank line, or (line number, Rejected) for a bad one;
+    line numbers start at 1."""
+    for position, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -141,7 +142,7 @@ def replay(lines: Iterable[str | bytes], into: Replay | None = None) -> Replay:
     """Fold every valid line of a log; keep going past bad ones and report each of them."""
     result = into or Replay()
     apply = result.twin.apply
-    for position, line in enumerate(lines):
+    for position, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

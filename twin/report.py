@@ -87,5 +87,5 @@ def to_text(data: dict[str, Any]) -> str:
         out.append("")
     if data["rejected"]:
         out.append("rejected:")
-        out.extend(f"  event {r['position']}: {r['field']}={r['value']!r}: {r['reason']}" for r in data["rejected"])
+        out.extend(f"  line {r['position']}: {r['field']}={r['value']!r}: {r['reason']}" for r in data["rejected"])
     return "\n".join(out).rstrip() + "\n"

@@ -219,12 +219,14 @@ class Fleet:
         self.vms.pop((host, vm), None)
 
 
-def simulate(scenario: Scenario, twin: Twin | None = None,
-             rejected: list[Rejected] | None = None) -> Iterator[InputEvent | Decision]:
+def simulate(scenario: Scenario, twin: Twin | None = None, rejected: list[Rejected] | None = None,
+             refused: list[tuple[InputEvent, Rejected]] | None = None) -> Iterator[InputEvent | Decision]:
     """Run the scenario and yield every event in log order: each input, then its decisions.
 
-    An input the twin refuses (a VM that cannot start on a full host) is left out of the log and
-    appended to ``rejected``; without that list, it is raised.
+    An input the twin refuses (a VM that cannot start on a full host, a setting change it may not
+    make while the VM runs) is left out of the log and appended to ``rejected``, and with the
+    input to ``refused`` (before the next event is yielded, so a writer knows where it was);
+    without either list, it is raised.
     """
     twin = twin or Twin()
     fleet = Fleet(scenario)
@@ -233,9 +235,12 @@ def simulate(scenario: Scenario, twin: Twin | None = None,
         try:
             return [event, *twin.handle(event)]
         except Rejected as error:
-            if rejected is None:
+            if rejected is None and refused is None:
                 raise
-            rejected.append(error)
+            if rejected is not None:
+                rejected.append(error)
+            if refused is not None:
+                refused.append((event, error))
             if isinstance(event, VmStarted):
                 fleet.forget(event.host, event.vm)
             return []

@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from .events import DECISION_TYPES, EVENT_ADAPTER, INPUT_TYPES, StatusFrame
+from .signing import Checkpoint
 
 __all__ = ["schemas", "write_schemas"]
 
 
 def schemas() -> dict[str, dict[str, Any]]:
-    """File name → schema: one per event type, ``event.json`` for any event, and the frame."""
+    """File name → schema: one per event type, ``event.json`` for any event, the frame, and the
+    signed checkpoint (``log.checkpoint``, not an event: it lives beside the log)."""
     out = {"event.json": EVENT_ADAPTER.json_schema()}
-    for model in (*INPUT_TYPES, *DECISION_TYPES, StatusFrame):
+    for model in (*INPUT_TYPES, *DECISION_TYPES, StatusFrame, Checkpoint):
         tag = model.model_fields["type"].default
         out[f"{tag}.json"] = model.model_json_schema()
     return out

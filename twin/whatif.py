@@ -344,7 +344,7 @@ def whatif(lines: Iterable[str | bytes], changes: Changes | None, record: bool =
             "the guests' answers were recorded only for the actual run: in the what-if, simulated guests "
             "(twin.guest.SimulatedGuest, Windows model) answer the balancer, with the demand the twin saw in "
             "the actual run (recorded committed memory minus the balloon then)")
-    for position, line in enumerate(lines):
+    for position, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

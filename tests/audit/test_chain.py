@@ -1,5 +1,5 @@
 """Tamper evidence: every host's log is a hash chain, and each kind of tampering is reported where
-it happened, and the check goes on after it."""
+it happened (by 1-based line number: list index + 1), and the check goes on after it."""
 
 import json
 
@@ -67,14 +67,14 @@ def test_a_changed_line_is_reported_at_its_position():
     committed = json.loads(LINES[i])["committed_mib"]
     tampered = edit(LINES, i, f'"committed_mib":{committed}', f'"committed_mib":{committed + 1}')
     [problem] = verify_chain(tampered)
-    assert (problem.position, problem.host, problem.kind) == (i, "h1", "changed")
+    assert (problem.position, problem.host, problem.kind) == (i + 1, "h1", "changed")
 
 
 def test_an_altered_chain_value_is_told_from_a_changed_content():
     i = status_line(LINES)
     digest = json.loads(LINES[i])["chain"]
     [problem] = verify_chain(edit(LINES, i, digest, "f" * 64))
-    assert (problem.position, problem.kind) == (i, "changed") and "chain value" in problem.detail
+    assert (problem.position, problem.kind) == (i + 1, "changed") and "chain value" in problem.detail
 
 
 def test_a_removed_decision_is_reported_where_it_is_missing():
@@ -82,7 +82,7 @@ def test_a_removed_decision_is_reported_where_it_is_missing():
     tampered = LINES[:i] + LINES[i + 1:]
     following = next(j for j in host_lines(tampered, "h1") if j >= i)
     [problem] = verify_chain(tampered)
-    assert (problem.position, problem.host, problem.kind) == (following, "h1", "removed")
+    assert (problem.position, problem.host, problem.kind) == (following + 1, "h1", "removed")
     assert "missing" in problem.detail
 
 
@@ -91,14 +91,14 @@ def test_a_removed_report_breaks_the_chain_where_it_was():
     tampered = LINES[:i] + LINES[i + 1:]
     following = next(j for j in host_lines(tampered, "h1") if j >= i)
     [problem] = verify_chain(tampered)
-    assert problem.position == following and problem.kind == "changed" and "removed" in problem.detail
+    assert problem.position == following + 1 and problem.kind == "changed" and "removed" in problem.detail
 
 
 def test_an_inserted_copy_of_an_earlier_line_is_reported():
     i = status_line(LINES)
     tampered = LINES[:i] + [LINES[status_line(LINES, n=5)]] + LINES[i:]
     [problem] = verify_chain(tampered)
-    assert (problem.position, problem.kind) == (i, "inserted") and "copy" in problem.detail
+    assert (problem.position, problem.kind) == (i + 1, "inserted") and "copy" in problem.detail
 
 
 def test_an_inserted_line_with_a_forged_chain_is_reported():
@@ -107,14 +107,14 @@ def test_an_inserted_line_with_a_forged_chain_is_reported():
     body = BalancerTicked(at_ms=before["at_ms"], host="h1").model_dump_json()
     forged = body[:-1] + f',"chain":"{link_digest(before["chain"], body.encode())}"}}'
     tampered = LINES[:h1[31]] + [forged] + LINES[h1[31]:]
-    assert kinds(tampered) == [(h1[31], "h1", "inserted")]
+    assert kinds(tampered) == [(h1[31] + 1, "h1", "inserted")]
 
 
 def test_an_inserted_line_without_a_chain_is_reported():
     i = status_line(LINES)
     extra = json.dumps({"v": 1, "at_ms": json.loads(LINES[i])["at_ms"], "host": "h1", "type": "balancer.tick"},
                        separators=(",", ":"))
-    assert kinds(LINES[:i] + [extra] + LINES[i:]) == [(i, "h1", "inserted")]
+    assert kinds(LINES[:i] + [extra] + LINES[i:]) == [(i + 1, "h1", "inserted")]
 
 
 def test_swapped_lines_are_reported_as_reordered():
@@ -122,7 +122,7 @@ def test_swapped_lines_are_reported_as_reordered():
     a, b = h1[40], h1[41]
     tampered = list(LINES)
     tampered[a], tampered[b] = tampered[b], tampered[a]
-    assert kinds(tampered) == [(a, "h1", "reordered")]
+    assert kinds(tampered) == [(a + 1, "h1", "reordered")]
 
 
 def test_a_line_moved_far_back_is_reported_as_reordered():
@@ -130,7 +130,7 @@ def test_a_line_moved_far_back_is_reported_as_reordered():
     tampered = list(LINES)
     moved = tampered.pop(h1[50])
     tampered.insert(h1[40], moved)
-    assert kinds(tampered) == [(h1[40], "h1", "reordered")]
+    assert kinds(tampered) == [(h1[40] + 1, "h1", "reordered")]
 
 
 def test_a_stripped_chain_is_reported_as_missing():
@@ -138,7 +138,7 @@ def test_a_stripped_chain_is_reported_as_missing():
     line = LINES[i]
     tampered = LINES[:i] + [line[: line.rindex(',"chain"')] + "}"] + LINES[i + 1:]
     [problem] = verify_chain(tampered)
-    assert (problem.position, problem.kind) == (i, "missing") and "content is intact" in problem.detail
+    assert (problem.position, problem.kind) == (i + 1, "missing") and "content is intact" in problem.detail
 
 
 def test_a_truncated_line_is_reported_and_the_rest_still_checked():
@@ -146,7 +146,7 @@ def test_a_truncated_line_is_reported_and_the_rest_still_checked():
     tampered = list(LINES)
     tampered[i] = tampered[i][:45]
     tampered = edit(tampered, j, '"type":"guest.status","committed_mib":', '"type":"guest.status","committed_mib":1')
-    assert kinds(tampered) == [(i, "?", "changed"), (j, "h2", "changed")]
+    assert kinds(tampered) == [(i + 1, "?", "changed"), (j + 1, "h2", "changed")]
 
 
 def test_a_log_cut_short_is_caught_with_the_heads_of_the_chains():
@@ -155,7 +155,7 @@ def test_a_log_cut_short_is_caught_with_the_heads_of_the_chains():
     assert verify_chain(lines, heads=chainer.heads) == []
     last_h2 = host_lines(lines, "h2")[-1]
     cut = lines[:last_h2] + lines[last_h2 + 1:]
-    assert kinds(cut, heads=chainer.heads) == [(len(cut), "h2", "removed")]
+    assert kinds(cut, heads=chainer.heads) == [(len(cut) + 1, "h2", "removed")]
 
 
 def test_several_tamperings_are_all_reported_in_order():
@@ -165,7 +165,7 @@ def test_several_tamperings_are_all_reported_in_order():
     tampered = tampered[:h1[200]] + tampered[h1[200] + 1:]
     found = kinds(tampered)
     assert [k for _, _, k in found] == ["changed", "reordered", "changed"]
-    assert found[0][0] == status_line(LINES, n=3) and found[1][0] == h2[60]
+    assert found[0][0] == status_line(LINES, n=3) + 1 and found[1][0] == h2[60] + 1
 
 
 def test_the_worker_chains_what_it_logs_and_goes_on_after_a_restart():
@@ -179,7 +179,7 @@ def test_the_worker_chains_what_it_logs_and_goes_on_after_a_restart():
         stored = blob if blob is not None else stored
         log += out.log
     assert verify_chain(log) == []
-    assert verify(log).ok, "and every decision in it re-derives"
+    assert verify(log).clean, "and every decision in it re-derives"
     record = HostRecord.from_bytes(stored)
     assert record.chain == json.loads(log[-1])["chain"]
     assert '"twin_version":' in log[0].decode()
@@ -203,4 +203,4 @@ def test_a_reformatted_log_still_verifies_but_an_edited_one_does_not():
     assert verify_chain(pretty) == []
     i = status_line(LINES)
     pretty[i] = pretty[i].replace('"available_mib": ', '"available_mib": 1')
-    assert kinds(pretty) == [(i, "h1", "changed")]
+    assert kinds(pretty) == [(i + 1, "h1", "changed")]

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from twin import __version__
 from twin.audit import verify
-from twin.htmlreport import render_report
+from twin.htmlreport import Evidence, render_report
+from twin.scenario import simulate
+from twin.signing import CheckpointCheck, Signer, Trail
 from twin.whatif import Changes, measure, whatif
 
-from .logs import chained, fleet
+from .logs import T0, chained, fleet
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
@@ -36,10 +39,23 @@ class Charts(HTMLParser):
             self.external.append(tag)
 
 
+SIGNER = Signer(bytes(range(32)))
+MADE_AT = 1_790_000_000_000  # the report's own time, from the caller's clock
+
+
 @pytest.fixture(scope="module")
 def report() -> str:
-    lines = chained(fleet())
-    return render_report(whatif(lines, Changes(policy="esx"), record=True, points=100), verify(lines), source="fleet")
+    trail, lines, checkpoints = Trail(SIGNER), [], []
+    for event in simulate(fleet()):
+        due, line = trail.line(event)
+        checkpoints += due
+        lines.append(line)
+    checkpoints += trail.finish()
+    checked = verify(lines, checkpoints=CheckpointCheck(SIGNER.public_key, checkpoints))
+    evidence = Evidence(log_sha256="ab" * 32, first_ms=T0, last_ms=T0 + 119_500, generated_ms=MADE_AT,
+                        key=checked.key, verdict=checked.verdict(), status=checked.status)
+    return render_report(whatif(lines, Changes(policy="esx"), record=True, points=100), checked, source="fleet",
+                         evidence=evidence)
 
 
 def test_every_chart_has_data_points_and_nothing_is_fetched(report):
@@ -53,10 +69,29 @@ def test_every_chart_has_data_points_and_nothing_is_fetched(report):
 
 
 def test_the_report_says_what_it_found(report):
-    assert "Chain intact and every decision re-derived" in report
+    assert "OK: chain intact, signed by SHA256:" in report and "every decision re-derived" in report
     assert "What if: policy esx" in report and "SimulatedGuest" in report
     assert report.count("<details>") == 4  # each VM's decisions
     assert "what-if assigned" in report
+
+
+def test_the_report_is_evidence_of_what_was_checked_and_when(report):
+    evidence = report[report.index('<table class="evidence">'):report.index("<h2>Verification")]
+    assert "ab" * 32 in evidence, "the log's sha256"
+    assert "2026-01-01T00:00:00.000Z to 2026-01-01T00:01:59.500Z" in evidence, "first and last event time"
+    assert SIGNER.public_key.short in evidence and SIGNER.fingerprint in evidence
+    assert "Report made</th><td class=l>2026-09-21T14:13:20.000Z" in evidence
+    assert f"dmtwin twin {__version__}" in evidence and "<b class=\"ok\">OK: " in evidence
+    assert "2026-01-01 00:00:00</text>" in report and "UTC</text>" in report, "UTC on the axes"
+
+
+def test_an_unsigned_report_says_so():
+    lines = chained(fleet(duration_s=20))
+    checked = verify(lines)
+    evidence = Evidence(log_sha256="0" * 64, first_ms=T0, last_ms=T0, generated_ms=MADE_AT, key=None,
+                        verdict=checked.verdict(), status=checked.status)
+    page = render_report(measure(lines, record=True), checked, evidence=evidence)
+    assert "none given: the signatures were not checked" in page and '<b class="bad">UNSIGNED: ' in page
 
 
 def test_long_runs_are_decimated():

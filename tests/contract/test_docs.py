@@ -16,5 +16,5 @@ def test_topics_doc_names_every_topic():
     text = (DOCS / "topics.md").read_text(encoding="utf-8")
     topics = Topics()
     for name in (topics.telemetry, topics.host_events, topics.balloon_commands, topics.addition_commands,
-                 topics.event_log, topics.dead_letters):
+                 topics.event_log, topics.dead_letters, topics.checkpoints):
         assert f"`{name}`" in text

@@ -68,8 +68,8 @@ def test_topic_to_file_to_topic_to_file_is_identical_even_when_interrupted(kafka
     second = tmp_path / "second.jsonl"
     export_log(kafka_bootstrap, copy, second, progress=None)
     assert second.read_bytes() == gzip.decompress(first.read_bytes()), "topic → file → topic → file"
-    assert verify(open_lines(str(second))).ok
-    assert verify(open_lines(f"kafka://{kafka_bootstrap}", copy)).ok
+    assert verify(open_lines(str(second))).clean
+    assert verify(open_lines(f"kafka://{kafka_bootstrap}", copy)).clean
 
 
 def test_an_import_that_died_after_sending_does_not_send_twice(kafka_bootstrap, source, tmp_path):
@@ -113,5 +113,34 @@ def test_the_cli_exports_imports_and_verifies(kafka_bootstrap, source, tmp_path,
                  "--since", "5"]) == 2, "another filter on the same file needs --fresh"
     copy = topic_name()
     assert main(["log", "import", str(path), "--to", f"kafka://{kafka_bootstrap}", "--topic", copy]) == 0
-    assert main(["audit", "verify", f"kafka://{kafka_bootstrap}", "--topic", copy]) == 0
-    assert "OK: chain intact" in capsys.readouterr().out
+    assert main(["audit", "verify", f"kafka://{kafka_bootstrap}", "--topic", copy]) == 3, "chained, not signed"
+    assert main(["audit", "verify", f"kafka://{kafka_bootstrap}", "--topic", copy, "--accept-unsigned"]) == 0
+    assert "UNSIGNED (accepted: --accept-unsigned): chain intact" in capsys.readouterr().out
+
+
+def test_a_signed_import_exports_as_a_pair_that_verifies_with_the_public_key(kafka_bootstrap, source, tmp_path,
+                                                                             capsys):
+    _, lines = source
+    path, key = tmp_path / "signed.jsonl", tmp_path / "signer.key"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    assert main(["keys", "new", str(key)]) == 0
+    log_topic, cp_topic = topic_name(), topic_name().replace("event-log", "checkpoints")
+    broker = f"kafka://{kafka_bootstrap}"
+    assert main(["log", "import", str(path), "--to", broker, "--topic", log_topic, "--key", str(key),
+                 "--checkpoints-topic", cp_topic]) == 0
+    assert "checkpoints signed by SHA256:" in capsys.readouterr().err
+    out = tmp_path / "out.jsonl"
+    assert main(["log", "export", str(out), "--from", broker, "--topic", log_topic, "--checkpoints",
+                 "--checkpoints-topic", cp_topic]) == 0
+    assert (tmp_path / "out.jsonl.checkpoints.jsonl").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(out), "--key", f"{key}.pub"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("OK: chain intact, signed by SHA256:")
+    assert main(["log", "export", str(tmp_path / "part.jsonl"), "--from", broker, "--topic", log_topic,
+                 "--checkpoints", "--since", "5"]) == 2, "a partial export cannot be checked against them"
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(path.read_bytes().replace(b'"committed_mib":', b'"committed_mib":1', 1))
+    assert main(["log", "import", str(broken), "--to", broker, "--topic", topic_name(), "--key", str(key),
+                 "--checkpoints-topic", cp_topic]) == 2
+    assert "not signing a log whose chain is broken" in capsys.readouterr().err

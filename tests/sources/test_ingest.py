@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from streams.ingest import ingest_main
+from twin.chain import Chainer
 from twin.events import Decision, InputEvent
-from twin.log import encode, open_log, read_log
+from twin.log import open_log, read_log
 from twin.scenario import load_scenario, simulate
 from twin.sources import SOURCES, ingest, options, parse_fleet
 
@@ -53,6 +55,10 @@ def test_ingest_main_writes_a_log_and_reports_problems(tmp_path: Path, capsys: p
     assert "10 events from perfmon" in err and "7 problem(s)" in err
     written = lines(out)
     assert len(written) == 10 and all(not isinstance(e, Exception) for _, e in read_log(written))
+    assert all('"chain":"' in line for line in written)
+    rejects = [json.loads(line) for line in lines(Path(f"{out}.rejects.jsonl"))]
+    assert len(rejects) == 7 and rejects[0]["field"] == "source" and rejects[0]["source"] == "ingest perfmon"
+    assert {r["value"].rsplit(":", 1)[0] for r in rejects} == {str(DATA / "perfmon_bad.csv")}
     assert '"reserve_mib":1024' in written[0]
     assert ingest_main(["perfmon", str(DATA / "perfmon_bad.csv"), "--to", str(out), "--strict"]) == 1
     assert ingest_main(["virsh", str(DATA / "virsh_loop.log"), "--to", str(out), "--vms", "3"]) == 2
@@ -65,8 +71,10 @@ def test_closed_loop_is_the_simulated_log_and_the_scenario_can_be_saved(tmp_path
     spec = "2x3 mix=bursty:1,batch:1,leak:1 seed=5 duration_s=60"
     log, saved = tmp_path / "fleet.jsonl", tmp_path / "fleet.json"
     assert ingest_main(["synthetic", spec, "--closed-loop", "--scenario", str(saved), "--to", str(log)]) == 0
-    expected = [encode(e) for e in simulate(parse_fleet(spec))]
+    chainer = Chainer()  # a file target is chained like `dmtwin simulate -o`
+    expected = [chainer.line(e) for e in simulate(parse_fleet(spec))]
     assert lines(log) == expected
+    assert (tmp_path / "fleet.jsonl.rejects.jsonl").read_text() == "", "nothing refused, and it says so"
     assert load_scenario(saved) == parse_fleet(spec)
     assert ingest_main(["perfmon", str(DATA / "perfmon_hv01.csv"), "--closed-loop", "--to", str(log)]) == 2
 

@@ -64,14 +64,14 @@ def test_every_kind_of_bad_line_is_reported_and_the_rest_replayed():
     result = replay(lines)
     got = [(r.position, r.field, r.value) for r in result.rejected]
     assert got == [
-        (40, "json", "{not json"),
-        (41, "type", "vm.teleported"),
-        (42, "committed_mib", None),
-        (43, "committed_mib", "lots"),
-        (44, "committed_mib", -5),
-        (45, "settings", {"startup_mib": 1024, "minimum_mib": 512, "maximum_mib": 256}),
-        (46, "vm", "ghost"),
-        (47, "at_ms", 0),
+        (41, "json", "{not json"),  # 1-based line numbers
+        (42, "type", "vm.teleported"),
+        (43, "committed_mib", None),
+        (44, "committed_mib", "lots"),
+        (45, "committed_mib", -5),
+        (46, "settings", {"startup_mib": 1024, "minimum_mib": 512, "maximum_mib": 256}),
+        (47, "vm", "ghost"),
+        (48, "at_ms", 0),
     ]
     assert "missing" in result.rejected[2].reason
     assert "startup_mib=1024 must not exceed maximum_mib=256" in result.rejected[5].reason
@@ -88,4 +88,4 @@ def test_a_tampered_decision_is_rejected():
     event["seq"] += 5
     lines[i] = json.dumps(event)
     result = replay(lines)
-    assert result.rejected[0].position == i and result.rejected[0].field == "seq"
+    assert result.rejected[0].position == i + 1 and result.rejected[0].field == "seq"
