@@ -86,6 +86,7 @@ def audit(bootstrap: str, topics: Topics, live: dict[str, Any] | None,
     books.logged = sum(logged.values())
     books.duplicated = sum(n - 1 for n in logged.values() if n > 1)
     dead: Counter[Identity] = Counter()
+    letters: Counter[tuple[Any, ...]] = Counter()  # by where the input was: identical messages are not copies
     for record in read_records(bootstrap, topics.dead_letters, timeout_s=60):
         letter, original = _letter(record)
         books.dead_lettered += 1
@@ -94,9 +95,10 @@ def audit(bootstrap: str, topics: Topics, live: dict[str, Any] | None,
         index = letter.get("index")
         picked = [found[index]] if index is not None and index < len(found) else found
         dead.update(picked)
+        letters[(letter.get("topic"), letter.get("partition"), letter.get("offset"), index)] += 1
         if ours is not None:
             books.valid_dead_lettered += sum(1 for i in picked if i in ours)
-    books.duplicated += sum(n - 1 for n in dead.values() if n > 1)
+    books.duplicated += sum(n - 1 for n in letters.values() if n > 1)
     missing = sent - set(logged) - set(dead)
     books.lost = len(missing)
     books.lost_examples = sorted(missing, key=repr)[:5]
