@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,11 +58,18 @@ def settle(bootstrap: str, topics, worker: WorkerProcess) -> Books:
     return audit(bootstrap, topics, worker.hosts())
 
 
-def fault_kill9(kafka: LocalKafka, work: Path, args: argparse.Namespace) -> None:
+def start_run(kafka: LocalKafka, data_dir: Path, args: argparse.Namespace
+              ) -> tuple[Any, WorkerProcess, FeedThread]:
+    """A worker, and the simulated fleet streaming into it."""
     app_id, topics = unique_topics()
-    worker = WorkerProcess(kafka.bootstrap, work / "kill9", app_id, topics).start()
+    worker = WorkerProcess(kafka.bootstrap, data_dir, app_id, topics).start()
     run = FeedThread(fleet(args.hosts, args.seconds), kafka.bootstrap, topics, speed=args.speed, drain_s=5)
     run.start()
+    return topics, worker, run
+
+
+def fault_kill9(kafka: LocalKafka, work: Path, args: argparse.Namespace) -> None:
+    topics, worker, run = start_run(kafka, work / "kill9", args)
     chance = random.Random(args.seed)
     recover = []
     rss0 = worker.rss_mib()
@@ -79,10 +87,7 @@ def fault_kill9(kafka: LocalKafka, work: Path, args: argparse.Namespace) -> None
 
 
 def fault_broker(kafka: LocalKafka, work: Path, args: argparse.Namespace) -> None:
-    app_id, topics = unique_topics()
-    worker = WorkerProcess(kafka.bootstrap, work / "broker", app_id, topics).start()
-    run = FeedThread(fleet(args.hosts, args.seconds), kafka.bootstrap, topics, speed=args.speed, drain_s=5)
-    run.start()
+    topics, worker, run = start_run(kafka, work / "broker", args)
     time.sleep(5)
     kafka.down()
     time.sleep(args.outage)
@@ -96,10 +101,7 @@ def fault_broker(kafka: LocalKafka, work: Path, args: argparse.Namespace) -> Non
 
 
 def fault_flood(kafka: LocalKafka, work: Path, args: argparse.Namespace) -> None:
-    app_id, topics = unique_topics()
-    worker = WorkerProcess(kafka.bootstrap, work / "flood", app_id, topics).start()
-    run = FeedThread(fleet(args.hosts, args.seconds), kafka.bootstrap, topics, speed=args.speed, drain_s=5)
-    run.start()
+    topics, worker, run = start_run(kafka, work / "flood", args)
     bad = [(b"hv-00", b'{"type":"guest.status","at_ms":%d}' % i) for i in range(args.bad)]
     big = [(b"hv-01", b'{"type":"guest.status","pad":"' + b"x" * 1_000_000 + b'"}') for _ in range(20)]
     for chunk in range(0, len(bad), 10_000):

@@ -432,6 +432,12 @@ def pipeline() -> Dashboard:
             graph("Consumer lag", units.Short,
                   ("sum by (topic, partition) (dmtwin_consumer_lag_messages)", "{{topic}}/{{partition}}"),
                   description="Messages not yet consumed, by topic and partition."),
+            graph("Transactions", units.Seconds,
+                  ("histogram_quantile(0.99, sum by (le) (rate(dmtwin_transaction_duration_seconds_bucket"
+                   f"{RATE})))", "p99 commit"),
+                  (f"sum(rate(dmtwin_transaction_records_total{RATE}))", "records/s"),
+                  description="Each batch of a partition commits outputs, state and offsets in one Kafka "
+                              "transaction (docs/exactly-once.md)."),
         ]),
         ("Audit chain", [
             graph("Entries appended to the hash chain", units.OpsPerSecond,

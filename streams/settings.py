@@ -21,24 +21,23 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _int(name: str, default: int) -> int:
+def _number(name: str, default: float, kind: type = int) -> Any:
+    """The environment variable ``name`` as a ``kind`` (int or float), naming it when it is not."""
     raw = os.environ.get(name)
     if raw is None:
-        return default
+        return kind(default)
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise SettingError(f"{name}={raw!r}: expected a whole number") from None
+        raise SettingError(f"{name}={raw!r}: expected {'a whole number' if kind is int else 'a number'}") from None
+
+
+def _int(name: str, default: int) -> int:
+    return int(_number(name, default, int))
 
 
 def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingError(f"{name}={raw!r}: expected a number") from None
+    return float(_number(name, default, float))
 
 
 @dataclass(frozen=True)
