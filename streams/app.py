@@ -24,6 +24,7 @@ Balancer ticks come from event time (``Twin.ingest``), never from a timer.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -32,6 +33,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from twin.log import Replay
 from twin.report import summary
@@ -270,9 +272,20 @@ class Worker:
             await self._reader.start()
         for part in parts:
             started = time.perf_counter()
-            await part.producer.start()
-            async with self._reading:
-                part.snapshot = await load_partition(self._reader, self.snapshot_topic, part.number)
+            for attempt in itertools.count(1):  # the broker may be away right after a rebalance
+                if not part.owned:
+                    break
+                try:
+                    await part.producer.start()
+                    async with self._reading:
+                        part.snapshot = await load_partition(self._reader, self.snapshot_topic, part.number)
+                    break
+                except (KafkaError, asyncio.TimeoutError) as error:
+                    log.warning("dmtwin worker: partition %d not loaded (%r); retrying", part.number, error)
+                    await part.producer.stop()
+                    part.producer = PartitionProducer(self.settings.broker, self.settings.app_id, part.number,
+                                                      **self.settings.kafka_client())
+                    await asyncio.sleep(min(attempt, 10))
             if part.owned:
                 part.ready.set()
                 log.info("dmtwin worker: partition %d: %d hosts loaded in %.2f s", part.number,

@@ -32,14 +32,6 @@ def _number(name: str, default: float, kind: type = int) -> Any:
         raise SettingError(f"{name}={raw!r}: expected {'a whole number' if kind is int else 'a number'}") from None
 
 
-def _int(name: str, default: int) -> int:
-    return int(_number(name, default, int))
-
-
-def _float(name: str, default: float) -> float:
-    return float(_number(name, default, float))
-
-
 @dataclass(frozen=True)
 class Settings:
     """Worker settings; each has an environment variable."""
@@ -51,30 +43,30 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(_env(
         "DMTWIN_DATA_DIR", str(Path.home() / ".local/state/dmtwin/worker"))))
     """Faust's own files (DMTWIN_DATA_DIR). The hosts' state lives in Kafka, not here."""
-    partitions: int = field(default_factory=lambda: _int("DMTWIN_PARTITIONS", 4))
+    partitions: int = field(default_factory=lambda: _number("DMTWIN_PARTITIONS", 4))
     """Partitions of the input topics and of the snapshot topic (DMTWIN_PARTITIONS)."""
     topic_prefix: str = field(default_factory=lambda: _env("DMTWIN_TOPIC_PREFIX", "dmtwin."))
-    tick_ms: int = field(default_factory=lambda: _int("DMTWIN_TICK_MS", 1000))
+    tick_ms: int = field(default_factory=lambda: _number("DMTWIN_TICK_MS", 1000))
     """Event time between two balancing rounds of a host (DMTWIN_TICK_MS)."""
-    lateness_ms: int = field(default_factory=lambda: _int("DMTWIN_LATENESS_MS", 300_000))
+    lateness_ms: int = field(default_factory=lambda: _number("DMTWIN_LATENESS_MS", 300_000))
     """How far behind its host's event time an input may arrive and still be folded; older ones
     are dead-lettered as ``late`` (DMTWIN_LATENESS_MS)."""
-    linger_ms: int = field(default_factory=lambda: _int("DMTWIN_LINGER_MS", 20))
+    linger_ms: int = field(default_factory=lambda: _number("DMTWIN_LINGER_MS", 20))
     """How long the committer gathers messages before a transaction (DMTWIN_LINGER_MS)."""
-    max_queued: int = field(default_factory=lambda: _int("DMTWIN_MAX_QUEUED", 20_000))
+    max_queued: int = field(default_factory=lambda: _number("DMTWIN_MAX_QUEUED", 20_000))
     """Messages decoded and waiting for their transaction before the agent stops reading."""
-    session_timeout_s: float = field(default_factory=lambda: _float("DMTWIN_SESSION_TIMEOUT_S", 10.0))
+    session_timeout_s: float = field(default_factory=lambda: _number("DMTWIN_SESSION_TIMEOUT_S", 10.0, float))
     """How long the group waits for a silent worker before giving its hosts to the others."""
     key_path: str = field(default_factory=lambda: _env("DMTWIN_KEY", ""))
     """Ed25519 private key (``dmtwin keys new``) that signs each host's chain in checkpoints
     published with every transaction; empty: no checkpoints (DMTWIN_KEY)."""
     web_host: str = field(default_factory=lambda: _env("DMTWIN_WEB_HOST", "127.0.0.1"))
     """Address Faust's web server (/hosts/) listens on (DMTWIN_WEB_HOST; 0.0.0.0 for all)."""
-    web_port: int = field(default_factory=lambda: _int("DMTWIN_WEB_PORT", 6066))
+    web_port: int = field(default_factory=lambda: _number("DMTWIN_WEB_PORT", 6066))
     """Faust's web server, serving /hosts/ (DMTWIN_WEB_PORT)."""
     metrics_host: str = field(default_factory=lambda: _env("DMTWIN_METRICS_HOST", "127.0.0.1"))
     """Address the Prometheus exposition listens on (DMTWIN_METRICS_HOST)."""
-    metrics_port: int = field(default_factory=lambda: _int("DMTWIN_METRICS_PORT", 9108))
+    metrics_port: int = field(default_factory=lambda: _number("DMTWIN_METRICS_PORT", 9108))
     """Prometheus exposition; 0 turns it off (DMTWIN_METRICS_PORT)."""
 
     @property

@@ -37,7 +37,7 @@ from .state import (
     pressure_percent,
 )
 
-__all__ = ["apply", "is_superseded", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
+__all__ = ["apply", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
 
 HOT_ADD_RETRY_MS = 30_000
 """After a transient hot-add failure (result 0, DOMAIN.md §2.4) the host waits this long to retry."""
@@ -76,13 +76,6 @@ def _row(state: HostState, event: object, *, in_order: bool = True) -> int:
     if in_order and at_ms < last:
         raise Rejected("at_ms", at_ms, f"time goes backwards for VM {name!r} (last event at {last})")
     return i
-
-
-def is_superseded(state: HostState, event: GuestStatusReported) -> bool:
-    """A report older than its VM's newest event arrived late (another topic, an outage): the
-    newer state stands, so folding it in event-time order would leave the VM as it is."""
-    i = state.vms.index.get(event.vm)
-    return i is not None and event.at_ms < int(state.vms.data[i, Col.LAST_AT])
 
 
 def _host_clock(state: HostState, at_ms: int) -> None:
@@ -199,9 +192,11 @@ def _status_reported(state: HostState, event: GuestStatusReported) -> None:
     they hold in the balloon as committed (Linux adds them explicitly: "the host expects the
     pressure information to include the ballooned out pages", hv_balloon.c, DOMAIN.md S10)."""
     i = _row(state, event, in_order=False)
-    if is_superseded(state, event):
-        return
     row = state.vms.data[i]
+    if event.at_ms < row[Col.LAST_AT]:
+        # Arrived late (another topic, an outage): folding it in event-time order would leave the
+        # VM as its newer events made it, so it changes nothing.
+        return
     visible = int(row[Col.VISIBLE])
     if event.available_mib > visible:
         raise Rejected("available_mib", event.available_mib,
