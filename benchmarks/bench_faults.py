@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streams.broker import LocalKafka  # noqa: E402
 from tests.integration.conftest import free_ports  # noqa: E402
 from tests.integration.faults import Books, FeedThread, audit  # noqa: E402
-from tests.integration.pipeline import WorkerProcess, send_raw, unique_topics, wait_until_quiet  # noqa: E402
+from tests.integration.pipeline import WorkerProcess, send_raw, unique_topics, wait_until_consumed  # noqa: E402
 from twin.scenario import Scenario  # noqa: E402
 
 START_MS = 1_767_225_600_000
@@ -54,7 +54,7 @@ def report(name: str, books: Books, extra: str = "") -> None:
 
 
 def settle(bootstrap: str, topics, worker: WorkerProcess) -> Books:
-    wait_until_quiet(bootstrap, topics.event_log, quiet_s=5, timeout_s=600)
+    wait_until_consumed(bootstrap, worker.env["DMTWIN_APP_ID"], topics, timeout_s=600)
     return audit(bootstrap, topics, worker.hosts())
 
 

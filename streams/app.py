@@ -44,7 +44,7 @@ from .ordering import EventTimeMerge
 from .processor import Decoded, HostProcessor, HostRecord, Outputs, Source, dead_letter, decode
 from .settings import Settings
 from .snapshots import MARK_KEY, PartitionSnapshot, load_partition
-from .transactions import Fenced, Out, PartitionProducer
+from .transactions import RECOVERY_STEP_S, Fenced, Out, PartitionProducer
 
 __all__ = ["Settings", "Worker", "create_app", "EXIT_FENCED"]
 
@@ -276,9 +276,10 @@ class Worker:
                 if not part.owned:
                     break
                 try:
-                    await part.producer.start()
+                    await asyncio.wait_for(part.producer.start(), RECOVERY_STEP_S)
                     async with self._reading:
-                        part.snapshot = await load_partition(self._reader, self.snapshot_topic, part.number)
+                        part.snapshot = await asyncio.wait_for(
+                            load_partition(self._reader, self.snapshot_topic, part.number), RECOVERY_STEP_S)
                     break
                 except (KafkaError, asyncio.TimeoutError) as error:
                     log.warning("dmtwin worker: partition %d not loaded (%r); retrying", part.number, error)

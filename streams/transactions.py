@@ -46,6 +46,13 @@ class Out:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+ATTEMPT_S = 30.0
+"""Longest wait for one attempt of a transaction before it is given up and tried again."""
+
+RECOVERY_STEP_S = 30.0
+"""Longest wait for one step of recovering from a failed transaction (new producer, mark read)."""
+
+
 class Fenced(Exception):
     """Another worker owns the partition now: the transaction did not and will not commit."""
 
@@ -92,8 +99,8 @@ class PartitionProducer:
         while True:
             if not still_owned():
                 raise Fenced(f"partition {self.partition} was revoked")
-            try:
-                await self._once(records, offsets)
+            try:  # bounded: aiokafka can wait forever on a coordinator lost in a broker restart
+                await asyncio.wait_for(self._once(records, offsets), ATTEMPT_S)
                 return
             except (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed) as error:
                 raise Fenced(f"partition {self.partition}: {error!r}") from error
@@ -102,9 +109,10 @@ class PartitionProducer:
                 log.warning("transaction of partition %d failed (%r); retrying (attempt %d)",
                             self.partition, error, attempt)
                 await asyncio.sleep(min(retry_s * attempt, 10.0))
-                try:
-                    await self._renew()
-                    if await committed():
+                try:  # bounded: a step that hangs on a half-back broker is tried again, never waited on forever
+                    await asyncio.wait_for(self._renew(), RECOVERY_STEP_S)
+                    if await asyncio.wait_for(committed(), RECOVERY_STEP_S):
+                        log.info("partition %d: the transaction had committed; not sent again", self.partition)
                         return
                 except (KafkaError, asyncio.TimeoutError) as again:
                     log.warning("partition %d: broker still away (%r)", self.partition, again)

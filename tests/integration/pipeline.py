@@ -143,6 +143,23 @@ def wait_until_quiet(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s
         consumer.close()
 
 
+def wait_until_consumed(bootstrap: str, group: str, topics: Topics, timeout_s: float = 180) -> None:
+    """Wait until the worker group's committed offsets reach the end of both input topics: every
+    input the broker holds has been through a committed transaction."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(t, p) for t in topics.inputs for p in consumer.partitions_for_topic(t) or []]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ends = consumer.end_offsets(partitions)
+            if all((consumer.committed(tp) or 0) >= ends[tp] for tp in partitions):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"group {group} has not consumed its inputs after {timeout_s}s")
+    finally:
+        consumer.close()
+
+
 def send_raw(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     for key, value in messages:

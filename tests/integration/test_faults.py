@@ -21,7 +21,7 @@ from twin.scenario import Scenario
 
 from .conftest import free_ports
 from .faults import FeedThread, audit, identities
-from .pipeline import WorkerProcess, read_records, send_raw, unique_topics, wait_until_quiet
+from .pipeline import WorkerProcess, read_records, send_raw, unique_topics, wait_until_consumed, wait_until_quiet
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def fleet(hosts: int = 4, duration_s: int = 240) -> Scenario:
 
 
 def settle(bootstrap, topics, worker):
-    wait_until_quiet(bootstrap, topics.event_log, quiet_s=4)
+    wait_until_consumed(bootstrap, worker.env["DMTWIN_APP_ID"], topics)
     return audit(bootstrap, topics, worker.hosts())
 
 
