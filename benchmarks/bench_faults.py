@@ -55,7 +55,7 @@ def report(name: str, books: Books, extra: str = "") -> None:
 
 def settle(bootstrap: str, topics, worker: WorkerProcess) -> Books:
     wait_until_consumed(bootstrap, worker.env["DMTWIN_APP_ID"], topics, timeout_s=600)
-    return audit(bootstrap, topics, worker.hosts())
+    return audit(bootstrap, topics, worker.hosts)
 
 
 def start_run(kafka: LocalKafka, data_dir: Path, args: argparse.Namespace

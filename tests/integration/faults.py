@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,9 +72,10 @@ class Books:
                 f"mismatches {self.decision_mismatches}, live == replay {self.live_equals_replay}")
 
 
-def audit(bootstrap: str, topics: Topics, live: dict[str, Any] | None,
-          ours: set[Identity] | None = None) -> Books:
-    """Read the run's topics and balance the books. ``live`` is the worker's /hosts/ by host;
+def audit(bootstrap: str, topics: Topics, live: Callable[[], dict[str, Any]] | None,
+          ours: set[Identity] | None = None, load_s: float = 30) -> Books:
+    """Read the run's topics and balance the books. ``live`` reads the worker's /hosts/ by host
+    (asked again for up to ``load_s`` while a restarted worker is still loading its partitions);
     ``ours`` the identities our own (valid) producers sent, to find valid inputs dead-lettered."""
     books = Books()
     sent: set[Identity] = set()
@@ -107,7 +110,12 @@ def audit(bootstrap: str, topics: Topics, live: dict[str, Any] | None,
     books.decision_mismatches = len(result.mismatches)
     if live is not None:
         replayed = {h["host"]: h for h in summary(replay(log), decisions=False)["hosts"]}
-        books.live_equals_replay = replayed == live
+        deadline = time.monotonic() + load_s
+        while True:
+            books.live_equals_replay = replayed == live()
+            if books.live_equals_replay or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
     return books
 
 

@@ -40,7 +40,7 @@ def fleet(hosts: int = 4, duration_s: int = 240) -> Scenario:
 
 def settle(bootstrap, topics, worker):
     wait_until_consumed(bootstrap, worker.env["DMTWIN_APP_ID"], topics)
-    return audit(bootstrap, topics, worker.hosts())
+    return audit(bootstrap, topics, worker.hosts)
 
 
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(kafka_bootstrap, tmp_path):
