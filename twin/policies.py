@@ -109,7 +109,14 @@ def squeezed(s: Snapshot) -> np.ndarray:
     surplus = s.budget_mib - SQUEEZED_SLUSH_MIB - int(s.lower.sum())
     total_span = int(span.sum())
     gamma = min(max(surplus / total_span, 0.0), 1.0) if total_span else 0.0
-    return s.lower + np.floor(gamma * span).astype(np.int64)
+    target = s.lower + np.floor(gamma * span).astype(np.int64)
+    # Two phases (§3.2): while any domain must free memory, only the freeing targets are issued;
+    # allocations wait until nobody needs to free. "Must free" is a shrink the mechanism would
+    # make (past its dead band, ``BalancerParams``: 10 %, at least 64 MiB).
+    must_free = s.assigned - target >= np.maximum(64, s.assigned // 10)
+    if must_free.any():
+        return np.minimum(target, s.assigned)
+    return target
 
 
 MOM_PRESSURE_THRESHOLD = 0.20
@@ -132,9 +139,8 @@ def mom(s: Snapshot) -> np.ndarray:
         floor = np.maximum(s.lower, used + guest_free * current)
         wanted = np.maximum(floor, (1 - MOM_MAX_CHANGE) * current)
         wanted = np.minimum(wanted, current)  # shrink only
-    else:
+    else:  # grow: at least +5 %, and at once to what leaves the guest 20 % free (§3.3)
         wanted = np.maximum((1 + MOM_MAX_CHANGE) * current, used + MOM_MIN_GUEST_FREE * current)
-        wanted = np.minimum(wanted, (1 + MOM_MAX_CHANGE) * current)
     target = np.clip(np.floor(wanted).astype(np.int64), s.lower, s.upper)
     small = np.abs(target - s.assigned) <= MOM_MIN_CHANGE * current
     return np.where(small, s.assigned, target)
@@ -176,3 +182,9 @@ def esx(s: Snapshot) -> np.ndarray:
 
 
 POLICIES: dict[str, Policy] = {"hyperv": hyperv, "squeezed": squeezed, "mom": mom, "esx": esx}
+
+POLICY_INTERVAL_MS: dict[str, int] = {"hyperv": 1000, "squeezed": 1000, "mom": 10_000, "esx": 15_000}
+"""How often each policy runs, in event time, as each peer publishes it: Hyper-V about once a second
+(§1.4); squeezed sets targets, waits 1 s and iterates (§3.2); MOM's policy engine every 10 s
+(``policy-engine-interval``, §3.3); ESX reallocates every 15 s (§3.1). A driver that runs rounds
+(``twin.study``, ``twin.whatif``) ticks each host at its policy's interval."""

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import csv
 import math
+
+import numpy as np
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal
@@ -38,7 +40,7 @@ from ..state import NO_DATA, Col, MemoryStatus, memory_status
 from ..workload import Trace
 from .errors import Problems, SourceProblem, read_text
 
-__all__ = ["BitbrainsVm", "read_bitbrains", "bitbrains_scenario", "pack", "Measurement", "measure",
+__all__ = ["BitbrainsVm", "Grid", "read_grid", "read_bitbrains", "bitbrains_scenario", "pack", "Measurement", "measure",
            "DEFAULT_PATH"]
 
 DEFAULT_PATH = Path(__file__).resolve().parents[3] / "shared" / "data" / "bitbrains-rnd-2013-07" / "memory.csv.gz"
@@ -262,3 +264,50 @@ def measure(events: Iterable[InputEvent | Decision]) -> Measurement:
                 out.warning_reports += 1
                 out.warning_vms.add(name)
     return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The trace on a grid of ``step_s`` steps counted from each VM's own first sample (the rule of
+    ``bitbrains-rnd-2013-07/REFERENCE.md``): several rows on one step, the largest wins; a usage of
+    0 or no row carries the last non-zero value forward; before a VM's first non-zero value its
+    demand is 0. ``demand_mib`` is VMs × steps (whole MiB, rounded up); ``maximum_mib`` the
+    largest provisioned size of the window."""
+
+    vms: np.ndarray
+    """VM numbers, ascending."""
+    first_s: np.ndarray
+    maximum_mib: np.ndarray
+    demand_mib: np.ndarray
+    step_s: int
+
+    @property
+    def steps(self) -> int:
+        return int(self.demand_mib.shape[1])
+
+
+def read_grid(path: str | Path = DEFAULT_PATH, steps: int = 2016, step_s: int = 300,
+              vms: int | None = None) -> Grid:
+    """The first ``steps`` steps of every VM (of the first ``vms`` by number), see ``Grid``."""
+    rows = csv.reader(read_text(path).splitlines())
+    header = next(rows, [])
+    if header != COLUMNS:
+        raise ValueError(f"{path}: columns {header!r}, expected {COLUMNS!r}")
+    data = np.array([[int(c) for c in row] for row in rows if len(row) == 4], dtype=np.int64)
+    if vms is not None:
+        data = data[data[:, 0] <= vms]
+    numbers, where = np.unique(data[:, 0], return_inverse=True)
+    first = np.full(len(numbers), np.iinfo(np.int64).max)
+    np.minimum.at(first, where, data[:, 1])
+    step = (data[:, 1] - first[where] + step_s // 2) // step_s
+    keep = (step >= 0) & (step < steps)
+    usage = np.zeros((len(numbers), steps), dtype=np.int64)
+    np.maximum.at(usage, (where[keep], step[keep]), data[keep, 3])
+    provisioned = np.zeros(len(numbers), dtype=np.int64)
+    np.maximum.at(provisioned, where[keep], data[keep, 2])
+    # carry the last non-zero value forward; 0 before the first one
+    seen = np.where(usage > 0, np.arange(steps)[None, :], -1)
+    last = np.maximum.accumulate(seen, axis=1)
+    filled = np.where(last >= 0, np.take_along_axis(usage, np.maximum(last, 0), axis=1), 0)
+    return Grid(vms=numbers, first_s=first, maximum_mib=-(-provisioned // 1024),
+                demand_mib=-(-filled // 1024), step_s=step_s)

@@ -1,0 +1,349 @@
+"""Capacity studies at the trace's own time: every policy on the same VMs, measured against the truth.
+
+A study lays each VM's trace on a common week, as ``bitbrains-rnd-2013-07/REFERENCE.md`` does: the
+VM's sample k comes at ``start + k·step`` of *event time* (5-minute samples stay 5 minutes apart).
+What the guest uses during step k is the sample of step k; the guest reports it at the end of the
+step, so the balancer, which runs each second of event time, always reacts one sample late (the
+reference's "one-sample reaction lag"; at step 0 the twin has seen nothing yet).
+
+The run goes through the real twin: ``Twin.apply`` folds every input and decision, and
+``twin.balancer.plan`` — the shared mechanism, one transaction per VM, every bound — makes every
+decision; simulated guests (``twin.guest.SimulatedGuest``, Windows) answer after ``response_ms``.
+
+**Quiet rounds are skipped, exactly.** A round that follows a round without decisions, with no
+input in between, sees the same state at a later time; it can only decide differently once one of
+the state's timers runs out (Hyper-V's late reclaim, a balloon floor's hold, a hot-add retry), so
+the driver runs it then and not before. Every skipped round would have decided nothing: the
+decisions are those of a round every ``interval_ms``, and the week of 500 VMs costs what its
+samples cost. Each policy's rounds come at its own published interval (``POLICY_INTERVAL_MS``).
+
+The meter integrates the state exactly between events, against the *true* demand of the moment:
+Warning (assigned < demand), Low (demand ≤ assigned < demand·(1 + 0.8·buffer)), short MiB·s, mean
+and peak assigned, and the step-to-step churn the reference counts (assigned sampled at each step).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from . import balancer
+from .engine import Twin
+from .events import (
+    BalancerTicked,
+    BalloonTargetSet,
+    Decision,
+    GuestCapabilities,
+    HostJoined,
+    MemoryAdditionRequested,
+    MemorySettings,
+    UnballoonRequested,
+    VmStarted,
+)
+from .guest import SimulatedGuest
+from .policies import POLICY_INTERVAL_MS
+from .sources.bitbrains import Grid
+from .state import NO_DATA, Col, HostState
+
+__all__ = ["StudyVm", "Study", "PolicyResult", "study_of_grid", "run_policy", "run_study",
+           "POLICY_INTERVAL_MS", "Packing", "merge", "host_result", "p95_sum_mib"]
+
+Packing = Literal["round-robin", "first-fit"]
+START_MS = 1_372_629_600_000
+"""2013-07-01T00:00:00Z minus a little: the trace's first sample is at 1,372,629,804 s."""
+
+
+@dataclass(frozen=True)
+class StudyVm:
+    name: str
+    host: int
+    startup_mib: int
+    minimum_mib: int
+    maximum_mib: int
+    buffer_percent: int
+    demand_mib: np.ndarray
+    """True demand of each step (MiB)."""
+    weight: int = 5000
+
+
+@dataclass(frozen=True)
+class Study:
+    """VMs on hosts of ``capacity_mib`` each (total − reserve, the reserve is 0), steps of ``step_s``."""
+
+    vms: list[StudyVm]
+    hosts: int
+    capacity_mib: int
+    step_s: int = 300
+    response_ms: int = 200
+    start_ms: int = START_MS
+
+    @property
+    def steps(self) -> int:
+        return int(len(self.vms[0].demand_mib)) if self.vms else 0
+
+    def host_vms(self, host: int) -> list[StudyVm]:
+        return [vm for vm in self.vms if vm.host == host]
+
+
+def p95_sum_mib(grid: Grid) -> float:
+    """Σ over VMs of 1.2 × p95(demand): the reference's unit of capacity."""
+    return float((1.2 * np.percentile(grid.demand_mib, 95, axis=1)).sum())
+
+
+def study_of_grid(grid: Grid, hosts: int = 10, capacity: float = 1.0, capacity_mib: int | None = None,
+                  packing: Packing = "round-robin", minimum_mib: int = 512, startup_mib: int = 1024,
+                  buffer_percent: int = 20, response_ms: int = 200) -> Study:
+    """The reference's study of ``grid``: Maximum = largest provisioned, Minimum = min(512, Max),
+    Startup = min(1024, Max), buffer 20 %, equal weights; ``hosts`` hosts of ``capacity`` ×
+    Σ 1.2·p95 ÷ hosts each (or ``capacity_mib``); VM v on host v % hosts (round-robin), or first
+    fit by decreasing p95 onto the hosts' capacity (first-fit, Σ 1.2·p95 per host)."""
+    if capacity_mib is None:
+        capacity_mib = int(capacity * p95_sum_mib(grid) / hosts)
+    specs = []
+    need = 1.2 * np.percentile(grid.demand_mib, 95, axis=1)
+    placed = np.zeros(hosts)
+    place: dict[int, int] = {}
+    if packing == "first-fit":
+        for i in sorted(range(len(grid.vms)), key=lambda i: (-need[i], int(grid.vms[i]))):
+            fits = np.flatnonzero(placed + need[i] <= capacity_mib)
+            h = int(fits[0]) if len(fits) else int(np.argmin(placed))
+            placed[h] += need[i]
+            place[i] = h
+    for i, number in enumerate(grid.vms.tolist()):
+        maximum = max(32, int(grid.maximum_mib[i]))
+        minimum = max(32, min(minimum_mib, maximum))
+        startup = max(minimum, min(startup_mib, maximum))
+        host = place[i] if packing == "first-fit" else number % hosts
+        specs.append(StudyVm(f"vm-{number:04d}", host, startup, minimum, maximum, buffer_percent,
+                             grid.demand_mib[i]))
+    return Study(specs, hosts, capacity_mib, grid.step_s, response_ms)
+
+
+@dataclass
+class PolicyResult:
+    """One policy over a study. Times in seconds, memory in MiB (·s for integrals)."""
+
+    policy: str
+    hosts: int
+    capacity_mib: int
+    duration_s: float = 0.0
+    warning_s: float = 0.0
+    low_s: float = 0.0
+    short_mib_s: float = 0.0
+    assigned_mib_s: float = 0.0
+    static_mib: int = 0
+    step_total_mib: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    host_peak_mib: list[int] = field(default_factory=list)
+    moved_mib: int = 0
+    changes: int = 0
+    operations: int = 0
+    decisions: int = 0
+    rounds: int = 0
+    rounds_skipped: int = 0
+    events: int = 0
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        hours = 3600.0
+        mean = self.assigned_mib_s / self.duration_s if self.duration_s else 0.0
+        peak = float(self.step_total_mib.max()) if len(self.step_total_mib) else 0.0
+        return {
+            "policy": self.policy, "hosts": self.hosts, "capacity_gib": self.capacity_mib / 1024,
+            "warning_vm_h": self.warning_s / hours, "low_vm_h": self.low_s / hours,
+            "short_gib_h": self.short_mib_s / 1024 / hours, "mean_gib": mean / 1024, "peak_gib": peak / 1024,
+            "max_host_over_c": max(self.host_peak_mib, default=0) / self.capacity_mib,
+            "saved_percent": 100 * (1 - mean / self.static_mib) if self.static_mib else 0.0,
+            "moved_tib": self.moved_mib / 1024 / 1024, "changes": self.changes, "operations": self.operations,
+            "decisions": self.decisions, "rounds": self.rounds, "rounds_skipped": self.rounds_skipped,
+            "events": self.events, "wall_s": self.wall_s,
+            "events_per_s": self.events / self.wall_s if self.wall_s else 0.0}
+
+
+def _timer(state: HostState, at_ms: int, reclaim_after_ms: int) -> float:
+    """The earliest time after ``at_ms`` at which a round could decide differently on an unchanged
+    state: a surplus becomes old enough to reclaim, a balloon floor's hold or a hot-add retry ends."""
+    rows = state.vms.rows
+    wake = math.inf
+    if reclaim_after_ms:
+        since = rows[:, Col.SURPLUS_SINCE]
+        due = since[since != NO_DATA] + reclaim_after_ms
+        due = due[due > at_ms]
+        if len(due):
+            wake = float(due.min())
+    for col in (Col.FLOOR_UNTIL, Col.RETRY_AT):
+        until = rows[:, col]
+        until = until[until > at_ms]
+        if len(until):
+            wake = min(wake, float(until.min()))
+    return wake
+
+
+PlanFn = Callable[[HostState, int, str], list[Decision]]
+
+
+def run_host(study: Study, host: int, policy: str, result: PolicyResult,
+             plan: PlanFn | None = None, guest_factory: Callable[[StudyVm, str], SimulatedGuest] | None = None,
+             on_event: Callable[[object], None] | None = None) -> None:
+    """Run one host of ``study`` under ``policy``, adding its measures to ``result``."""
+    plan = plan or (lambda state, at_ms, name: balancer.plan(state, at_ms, name))
+    vms = study.host_vms(host)
+    name = f"h{host:02d}"
+    interval = POLICY_INTERVAL_MS.get(policy, 1000)
+    reclaim_after = balancer.PARAMS[policy].reclaim_after_ms if policy in balancer.PARAMS else 0
+    twin = Twin()
+    start, step_ms, steps = study.start_ms, study.step_s * 1000, study.steps
+    end = start + steps * step_ms
+    count = 0
+
+    def fold(event: Any) -> None:
+        nonlocal count
+        twin.apply(event)
+        count += 1
+        if on_event is not None:
+            on_event(event)
+
+    fold(HostJoined(at_ms=start, host=name, total_mib=study.capacity_mib, reserve_mib=0, policy="hyperv"))
+    guests: dict[str, SimulatedGuest] = {}
+    for vm in vms:
+        fold(VmStarted(at_ms=start, host=name, vm=vm.name,
+                       settings=MemorySettings(startup_mib=vm.startup_mib, minimum_mib=vm.minimum_mib,
+                                               maximum_mib=vm.maximum_mib, buffer_percent=vm.buffer_percent,
+                                               weight=vm.weight),
+                       capabilities=GuestCapabilities(hot_add_alignment_mib=2)))
+        guests[vm.name] = (guest_factory(vm, name) if guest_factory
+                           else SimulatedGuest(name, vm.name, "windows", vm.startup_mib))
+    state = twin.hosts[name]
+    order = [state.vms.index[vm.name] for vm in vms]
+    demand = np.stack([vm.demand_mib for vm in vms]) if vms else np.zeros((0, steps), dtype=np.int64)
+    # row-ordered truth: rows of the table, in the table's order
+    truth_rows = np.zeros((len(state.vms.names), steps), dtype=np.int64)
+    truth_rows[order] = demand
+    low_factor = np.zeros(len(state.vms.names))
+    low_factor[order] = [1 + 0.8 * vm.buffer_percent / 100 for vm in vms]
+    by_row = [state.vms.names[i] for i in range(len(state.vms.names))]
+
+    owed: list[tuple[int, int, Decision]] = []
+    serial = 0
+    totals = np.zeros(steps, dtype=np.int64)
+    previous = None
+    last_ms = start
+    last_round = -math.inf
+    need_from = math.inf  # a round is needed at the first grid time ≥ this
+    wake = math.inf
+    k = 0  # next report step
+
+    def integrate(until: int) -> None:
+        nonlocal last_ms
+        if until <= last_ms:
+            return
+        step = min((last_ms - start) // step_ms, steps - 1)
+        dt = (until - last_ms) / 1000
+        assigned = state.vms.rows[:, Col.ASSIGNED]
+        truth = truth_rows[:, step]
+        result.assigned_mib_s += float(assigned.sum()) * dt
+        short = truth > assigned
+        result.warning_s += int(short.sum()) * dt
+        result.short_mib_s += float((truth - assigned)[short].sum()) * dt
+        result.low_s += int(((~short) & (assigned < truth * low_factor)).sum()) * dt
+        last_ms = until
+
+    def grid_ceil(t: float) -> float:
+        if t == math.inf:
+            return t
+        return start + math.ceil((t - start) / interval) * interval
+
+    while True:
+        t_report = start + k * step_ms if k < steps else math.inf
+        t_answer = owed[0][0] if owed else math.inf
+        t_round = max(grid_ceil(min(need_from, wake)), last_round + interval)
+        now = min(t_report, t_answer, t_round, end)
+        if now >= end:
+            integrate(end)
+            break
+        now = int(now)
+        integrate(now)
+        while owed and owed[0][0] <= now:
+            due, _, decision = heapq.heappop(owed)
+            step = min((due - start) // step_ms, steps - 1)
+            vm = decision.vm
+            answer = guests[vm].answer(decision, due, int(truth_rows[state.vms.index[vm], step]))
+            if answer is not None:
+                fold(answer)
+                need_from = min(need_from, due)
+        if now == t_report:
+            assigned = state.vms.rows[:, Col.ASSIGNED].copy()
+            totals[k] = int(assigned.sum())
+            if previous is not None:
+                delta = np.abs(assigned - previous)
+                result.moved_mib += int(delta.sum())
+                result.changes += int((delta > 0).sum())
+            previous = assigned
+            for i, vm in enumerate(by_row):
+                reported = int(truth_rows[i, k - 1]) if k else 0
+                fold(guests[vm].status(now, reported))
+            need_from = min(need_from, now)
+            k += 1
+        if max(grid_ceil(min(need_from, wake)), last_round + interval) <= now:
+            fold(BalancerTicked(at_ms=now, host=name))
+            decisions = plan(state, now, policy)
+            result.rounds += 1
+            last_round = now
+            for decision in decisions:
+                fold(decision)
+                if isinstance(decision, (BalloonTargetSet, UnballoonRequested, MemoryAdditionRequested)):
+                    serial += 1
+                    heapq.heappush(owed, (now + study.response_ms, serial, decision))
+            result.decisions += len(decisions)
+            need_from = now + 1 if decisions else math.inf
+            wake = _timer(state, now, reclaim_after)
+    rows = state.vms.rows
+    result.operations += int(rows[:, Col.ADD_OPS].sum() + rows[:, Col.REMOVE_OPS].sum())
+    result.static_mib += int(rows[:, Col.MAXIMUM].sum())
+    result.duration_s = (end - start) / 1000
+    result.host_peak_mib.append(int(totals.max()) if steps else 0)
+    result.step_total_mib = totals if not len(result.step_total_mib) else result.step_total_mib + totals
+    result.events += count
+
+
+def merge(results: list[PolicyResult]) -> PolicyResult:
+    """One result of the hosts' results (each host run separately, e.g. in other processes)."""
+    first = results[0]
+    out = PolicyResult(first.policy, first.hosts, first.capacity_mib)
+    out.duration_s = first.duration_s
+    for r in results:
+        for name in ("warning_s", "low_s", "short_mib_s", "assigned_mib_s", "static_mib", "moved_mib", "changes",
+                     "operations", "decisions", "rounds", "events", "wall_s"):
+            setattr(out, name, getattr(out, name) + getattr(r, name))
+        out.host_peak_mib += r.host_peak_mib
+        out.step_total_mib = r.step_total_mib if not len(out.step_total_mib) else out.step_total_mib + r.step_total_mib
+    return out
+
+
+def host_result(study: Study, host: int, policy: str) -> PolicyResult:
+    """One host under ``policy``, timed."""
+    result = PolicyResult(policy, study.hosts, study.capacity_mib)
+    began = time.perf_counter()
+    run_host(study, host, policy, result)
+    result.wall_s = time.perf_counter() - began
+    return result
+
+
+def run_policy(study: Study, policy: str, plan: PlanFn | None = None) -> PolicyResult:
+    """Every host of ``study`` under ``policy``; hosts are independent, so they run one after another."""
+    result = PolicyResult(policy, study.hosts, study.capacity_mib)
+    began = time.perf_counter()
+    for host in range(study.hosts):
+        run_host(study, host, policy, result, plan)
+    interval = POLICY_INTERVAL_MS.get(policy, 1000)
+    result.rounds_skipped = study.hosts * (study.steps * study.step_s * 1000 // interval) - result.rounds
+    result.wall_s = time.perf_counter() - began
+    return result
+
+
+def run_study(study: Study, policies: list[str]) -> list[PolicyResult]:
+    return [run_policy(study, policy) for policy in policies]
