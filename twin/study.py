@@ -188,8 +188,9 @@ PlanFn = Callable[[HostState, int, str], list[Decision]]
 
 def run_host(study: Study, host: int, policy: str, result: PolicyResult,
              plan: PlanFn | None = None, guest_factory: Callable[[StudyVm, str], SimulatedGuest] | None = None,
-             on_event: Callable[[object], None] | None = None) -> None:
-    """Run one host of ``study`` under ``policy``, adding its measures to ``result``."""
+             on_event: Callable[[object], None] | None = None, skip_quiet: bool = True) -> None:
+    """Run one host of ``study`` under ``policy``, adding its measures to ``result``. With
+    ``skip_quiet=False`` every round runs (the same decisions, slower: tests compare the two)."""
     plan = plan or (lambda state, at_ms, name: balancer.plan(state, at_ms, name))
     vms = study.host_vms(host)
     name = f"h{host:02d}"
@@ -260,7 +261,8 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
     while True:
         t_report = start + k * step_ms if k < steps else math.inf
         t_answer = owed[0][0] if owed else math.inf
-        t_round = max(grid_ceil(min(need_from, wake)), last_round + interval)
+        t_round = max(grid_ceil(min(need_from, wake)), last_round + interval) if skip_quiet else (
+            start if last_round == -math.inf else last_round + interval)
         now = min(t_report, t_answer, t_round, end)
         if now >= end:
             integrate(end)
@@ -288,7 +290,8 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
                 fold(guests[vm].status(now, reported))
             need_from = min(need_from, now)
             k += 1
-        if max(grid_ceil(min(need_from, wake)), last_round + interval) <= now:
+        if (max(grid_ceil(min(need_from, wake)), last_round + interval) <= now if skip_quiet
+                else now == t_round):
             fold(BalancerTicked(at_ms=now, host=name))
             decisions = plan(state, now, policy)
             result.rounds += 1
