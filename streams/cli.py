@@ -342,6 +342,15 @@ def _whatif(args: argparse.Namespace) -> int:
     for text in args.set:
         vm, name, value = parse_setting(text)
         settings.setdefault(vm, {})[name] = value
+    if args.policy == "all":
+        from twin.policies import POLICIES
+        from twin.whatif import compare
+
+        base = Changes(host_mib=args.host_mib, reserve_mib=args.reserve_mib, settings=settings)
+        table = compare(_log_source(args, again=True), list(POLICIES), base, response_ms=args.response_ms)
+        sys.stdout.write(json.dumps(table.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
+                         else table.to_text())
+        return 0
     changes = Changes(policy=args.policy, host_mib=args.host_mib, reserve_mib=args.reserve_mib, settings=settings)
     result = whatif(_log_source(args), changes, response_ms=args.response_ms)
     sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
@@ -437,7 +446,8 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
     w = sub.add_parser("whatif", help="replay the recorded inputs with another policy, host size or settings")
     w.add_argument("log", help=log_help)
-    w.add_argument("--policy", choices=("hyperv", "squeezed", "mom", "esx"))
+    w.add_argument("--policy", choices=("hyperv", "squeezed", "mom", "esx", "all"),
+                   help="another policy, or all: every policy on the same log, one table and a plot")
     w.add_argument("--host-mib", type=int, metavar="N", help="every host's total memory")
     w.add_argument("--reserve-mib", type=int, metavar="N", help="every host's reserve")
     w.add_argument("--set", action="append", default=[], metavar="VM.field=value",

@@ -19,7 +19,7 @@ import heapq
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from .audit import is_decision
 from .engine import Twin
@@ -48,6 +48,7 @@ from .events import (
 )
 from .guest import SimulatedGuest
 from .log import decode
+from .policies import POLICY_INTERVAL_MS
 from .state import NO_DATA, Col, HostState, memory_status
 
 __all__ = [
@@ -61,6 +62,9 @@ __all__ = [
     "measure",
     "parse_setting",
     "whatif",
+    "Comparison",
+    "compare",
+    "summary",
 ]
 
 SETTING_FIELDS = {"startup_mib": "settings", "minimum_mib": "settings", "maximum_mib": "settings",
@@ -126,6 +130,8 @@ class VmUsage:
     warning_s: float = 0.0
     low_s: float = 0.0
     paging_s: float = 0.0
+    short_mib_s: float = 0.0
+    """∫ (demand − assigned) while demand exceeds assigned."""
     assigned_mib_s: float = 0.0
     static_mib_s: float = 0.0
     add_ops: int = 0
@@ -146,7 +152,7 @@ class VmUsage:
 
     def as_dict(self) -> dict[str, Any]:
         return {"running_s": self.running_s, "warning_s": self.warning_s, "low_s": self.low_s,
-                "paging_s": self.paging_s, "average_assigned_mib": round(self.average_mib, 1),
+                "paging_s": self.paging_s, "short_mib_s": self.short_mib_s, "average_assigned_mib": round(self.average_mib, 1),
                 "saved_percent": round(self.saved_percent, 2), "add_ops": self.add_ops,
                 "remove_ops": self.remove_ops, "added_mib": self.added_mib, "removed_mib": self.removed_mib,
                 "smart_paging": self.smart_paging, "decisions": dict(self.decisions)}
@@ -194,6 +200,9 @@ class Meter:
         self.decisions: dict[VmKey, list[Decision]] = {}
         self._last_tick: dict[str, int] = {}
         self._asked: dict[VmKey, int] = {}
+        self._host_now: dict[str, int] = {}
+        self.peak_mib = 0
+        """The largest Σ assigned over all hosts, as of each tick."""
 
     def _vm(self, key: VmKey) -> VmUsage:
         usage = self.usage.get(key)
@@ -225,6 +234,8 @@ class Meter:
                 usage.running_s += dt
                 usage.assigned_mib_s += assigned * dt
                 usage.static_mib_s += (row[Col.MAXIMUM] if dm else row[Col.STARTUP]) * dt
+                if demand > assigned:
+                    usage.short_mib_s += (demand - assigned) * dt
                 if status == "Warning":
                     usage.warning_s += dt
                 elif status == "Low":
@@ -237,6 +248,8 @@ class Meter:
                     series = self.vm_series[key] = Series(VM_SERIES[:5], self.points)
                 pressure = (200 * demand + assigned) // (2 * assigned) if demand != NO_DATA and assigned else 0
                 series.add(at_ms, (assigned, max(demand, 0), row[Col.VISIBLE], pressure, STATUS_CODES[status]))
+        self._host_now[state.name] = total
+        self.peak_mib = max(self.peak_mib, sum(self._host_now.values()))
         if self.record:
             series = self.host_series.get(state.name)
             if series is None:
@@ -289,7 +302,8 @@ class WhatIf:
         def total(meter: Meter | None) -> VmUsage:
             out = VmUsage()
             for usage in (meter.usage.values() if meter else ()):
-                for name in ("running_s", "warning_s", "low_s", "paging_s", "assigned_mib_s", "static_mib_s",
+                for name in ("running_s", "warning_s", "low_s", "paging_s", "short_mib_s", "assigned_mib_s",
+                             "static_mib_s",
                              "add_ops", "remove_ops", "added_mib", "removed_mib", "smart_paging"):
                     setattr(out, name, getattr(out, name) + getattr(usage, name))
                 out.decisions.update(usage.decisions)
@@ -384,6 +398,8 @@ class _WhatIfRun:
         self.response_ms: dict[str, int] = {}
         self.asked_at: dict[tuple[str, str, int], int] = {}
         self._count = 0
+        self._policy: dict[str, str] = {}
+        self._last_round: dict[str, int] = {}
 
     def feed(self, event: AnyEvent, actual: Twin) -> None:
         """One recorded event, already folded into the actual twin."""
@@ -410,8 +426,18 @@ class _WhatIfRun:
         if isinstance(event, HostJoined):
             total = c.host_mib if c.host_mib is not None else event.total_mib
             reserve = c.reserve_mib if c.reserve_mib is not None else event.reserve_mib
+            self._policy[event.host] = c.policy or event.policy
             return event.model_copy(update={"policy": c.policy or event.policy, "total_mib": total,
                                             "reserve_mib": reserve, "chain": None})
+        if isinstance(event, BalancerTicked):
+            # each policy rounds at its own published interval (``POLICY_INTERVAL_MS``): a recorded
+            # tick sooner than that after the what-if's last round is not a round of this policy
+            interval = POLICY_INTERVAL_MS.get(self._policy.get(event.host, ""), 0)
+            last = self._last_round.get(event.host)
+            if last is not None and event.at_ms - last < interval:
+                return None
+            self._last_round[event.host] = event.at_ms
+            return event.model_copy(update={"chain": None}) if event.chain else event
         if isinstance(event, HostMemoryChanged):
             total = c.host_mib if c.host_mib is not None else event.total_mib
             reserve = c.reserve_mib if c.reserve_mib is not None else event.reserve_mib
@@ -494,3 +520,89 @@ class _WhatIfRun:
     def finish(self) -> None:
         for host in list(self.owed):
             self._settle(host, None)
+
+
+COMPARE_COLUMNS = ("warning_h", "low_h", "short_gib_h", "mean_gib", "peak_gib", "saved_percent", "operations",
+                   "moved_gib")
+
+
+def summary(usage: VmUsage, meter: Meter | None) -> dict[str, float]:
+    """One run in the comparison's columns: Warning and Low VM-hours, short GiB-hours, mean (over
+    the run) and peak Σ assigned memory, saving against static Maximum, churn (answered add and
+    remove operations, and the memory they moved)."""
+    duration = max((max(u.running_s for u in meter.usage.values()) if meter and meter.usage else 0.0), 0.0)
+    return {"warning_h": usage.warning_s / 3600, "low_h": usage.low_s / 3600,
+            "short_gib_h": usage.short_mib_s / 1024 / 3600,
+            "mean_gib": usage.assigned_mib_s / duration / 1024 if duration else 0.0,
+            "peak_gib": (meter.peak_mib if meter else 0) / 1024, "saved_percent": usage.saved_percent,
+            "operations": usage.add_ops + usage.remove_ops,
+            "moved_gib": (usage.added_mib + usage.removed_mib) / 1024}
+
+
+@dataclass
+class Comparison:
+    """Every policy on the same log: the recorded run, then one what-if per policy."""
+
+    changes: Changes
+    rows: list[tuple[str, dict[str, float]]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"changes": self.changes.describe(), "notes": self.notes,
+                "runs": [{"run": name, **values} for name, values in self.rows]}
+
+    def to_text(self, plot: bool = True) -> str:
+        out = [f"every policy on the same log ({self.changes.describe()})"]
+        out += [f"note: {note}" for note in self.notes]
+        head = ("Warning VM-h", "Low VM-h", "short GiB-h", "mean GiB", "peak GiB", "saved %", "ops", "moved GiB")
+        out += ["", f"{'run':<16}" + "".join(f"{h:>14}" for h in head)]
+        for name, values in self.rows:
+            out.append(f"{name:<16}" + "".join(
+                f"{values[c]:>14,.0f}" if c == "operations" else f"{values[c]:>14,.2f}" for c in COMPARE_COLUMNS))
+        if plot:
+            out += ["", *self.plot()]
+        return "\n".join(out) + "\n"
+
+    def plot(self, width: int = 60, height: int = 14) -> list[str]:
+        """Warning VM-h (up) against mean memory (right), one letter per run, in the terminal."""
+        points = [(name, v["mean_gib"], v["warning_h"]) for name, v in self.rows]
+        xs, ys = [p[1] for p in points], [p[2] for p in points]
+        x0, x1 = min(xs), max(xs)
+        y0, y1 = min(ys), max(ys)
+        grid = [[" "] * width for _ in range(height)]
+        legend = []
+        for n, (name, x, y) in enumerate(points):
+            mark = chr(ord("A") + n)
+            col = round((x - x0) / (x1 - x0) * (width - 1)) if x1 > x0 else width // 2
+            row = height - 1 - (round((y - y0) / (y1 - y0) * (height - 1)) if y1 > y0 else height // 2)
+            grid[row][col] = mark if grid[row][col] == " " else "*"
+            legend.append(f"{mark} {name}")
+        lines = ["Warning VM-h"]
+        for r, cells in enumerate(grid):
+            label = f"{y1:>9.1f} |" if r == 0 else (f"{y0:>9.1f} |" if r == height - 1 else f"{'':>9} |")
+            lines.append(label + "".join(cells))
+        lines.append(f"{'':>9} +" + "-" * width)
+        lines.append(f"{'':>10}{x0:<.1f}{'mean GiB':^{width - 16}}{x1:>.1f}")
+        lines.append("  ".join(legend) + "   (* several)")
+        return lines
+
+
+def compare(lines: Callable[[], Iterable[str | bytes]], policies: Iterable[str], changes: Changes | None = None,
+            response_ms: int | None = None) -> Comparison:
+    """The recorded run and a what-if under each of ``policies``, with ``changes`` (policy aside)
+    applied to all of them. ``lines()`` gives the log afresh for each run."""
+    base = changes or Changes()
+    result = Comparison(base, [])
+    recorded = None
+    for policy in policies:
+        run = whatif(lines(), Changes(policy=policy, host_mib=base.host_mib, reserve_mib=base.reserve_mib,
+                                      settings=base.settings), response_ms=response_ms)
+        actual, what = run.totals()
+        if recorded is None:
+            recorded = ("recorded", summary(actual, run.actual))
+            result.rows.append(recorded)
+            result.notes += run.notes
+        result.rows.append((policy, summary(what, run.whatif)))
+        if run.rejected_whatif:
+            result.notes.append(f"{policy}: {len(run.rejected_whatif)} recorded inputs did not apply")
+    return result

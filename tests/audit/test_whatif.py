@@ -74,3 +74,25 @@ def test_bad_settings_are_refused(text):
 def test_impossible_settings_are_refused_clearly():
     with pytest.raises(ValueError, match="minimum_mib"):
         whatif(steady(), Changes(settings={"a": {"minimum_mib": 2048}}))  # above Startup
+
+
+def test_every_policy_on_the_same_log_in_one_table():
+    from twin.whatif import compare
+
+    lines = chained(fleet(os="windows"))
+    table = compare(lambda: iter(lines), ["hyperv", "squeezed", "mom", "esx"])
+    names = [name for name, _ in table.rows]
+    assert names == ["recorded", "hyperv", "squeezed", "mom", "esx"]
+    recorded, hyperv = table.rows[0][1], table.rows[1][1]
+    assert recorded == hyperv  # the recorded run was hyperv's, answered like the simulated guests do
+    text = table.to_text()
+    assert "Warning VM-h" in text and "mean GiB" in text and "E esx" in text
+    runs = table.to_dict()["runs"]
+    assert [r["run"] for r in runs] == names and set(runs[0]) >= {"warning_h", "low_h", "short_gib_h", "mean_gib",
+                                                                  "peak_gib", "saved_percent", "operations"}
+
+
+def test_mom_rounds_every_ten_seconds_of_the_recorded_ticks():
+    result = whatif(steady(), Changes(policy="mom"), record=True)
+    rounds = result.whatif.host_series["h"].t
+    assert all(b - a >= 10_000 for a, b in zip(rounds, rounds[1:]))
