@@ -31,7 +31,8 @@ OPTION_TYPES: dict[str, Callable[[str], Any]] = {
     "host": str, "vm": str, "domain": str, "at_ms": int, "host_mib": int, "reserve_mib": int,
     "minimum_mib": int, "maximum_mib": int, "utc_offset_min": int, "vms": int, "hosts": int,
     "overcommit": float, "duration_s": int, "time_scale": float, "start_s": int, "buffer_percent": int,
-    "os": str, "policy": str, "seed": int, "mix": str, "linux_percent": int,
+    "os": str, "policy": str, "seed": int, "mix": str, "linux_percent": int, "packing": str,
+    "capacity_mib": int, "startup_mib": int,
 }
 """Command-line options (``--host-mib`` → ``host_mib``) passed to the source when given."""
 

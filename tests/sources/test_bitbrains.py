@@ -115,3 +115,31 @@ def test_the_example_script_prints_the_savings():
                           "--time-scale", "30", "--host-gib", "32"], capture_output=True, text=True, check=True,
                          cwd=ROOT, timeout=60)
     assert "memory saved" in run.stdout and "Memory Status Warning" in run.stdout
+
+
+def test_the_study_options_pack_round_robin_with_capacity_and_startup():
+    scenario = bitbrains_scenario(SMALL, vms=5, capacity_mib=16384, reserve_mib=1024, packing="round-robin",
+                                  hosts=2, startup_mib=1024, minimum_mib=256, buffer_percent=10, time_scale=60,
+                                  problems=[])
+    names = [[vm.name for vm in host.vms] for host in scenario.hosts]
+    assert names == [["vm-0002", "vm-0004"], ["vm-0001", "vm-0005"]]  # VM v on host v % 2
+    assert all(h.total_mib == 16384 + 1024 and h.reserve_mib == 1024 for h in scenario.hosts)
+    vm1 = scenario.hosts[1].vms[0]
+    assert (vm1.startup_mib, vm1.minimum_mib, vm1.buffer_percent) == (1024, 256, 10)
+
+
+def test_first_fit_onto_a_given_number_of_hosts():
+    scenario = bitbrains_scenario(SMALL, vms=5, host_mib=9216, reserve_mib=1024, overcommit=1.0, hosts=1,
+                                  time_scale=60, problems=[])
+    assert len(scenario.hosts) == 1 and len(scenario.hosts[0].vms) == 4
+
+
+def test_the_grid_follows_the_reference_rules():
+    from twin.sources.bitbrains import read_grid
+
+    grid = read_grid(SMALL, steps=6)
+    assert grid.vms.tolist()[:2] == [1, 2]
+    # VM 1: 1 GiB, 2 GiB, a gap (0: carried forward), two rows on one step (the largest wins)
+    assert grid.demand_mib[0, :4].tolist() == [1024, 2048, 2048, 3584]
+    assert grid.demand_mib[2].tolist() == [0] * 6  # VM 3 never reports a usage: 0 all along
+    assert grid.maximum_mib[0] == 8192

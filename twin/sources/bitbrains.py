@@ -99,12 +99,30 @@ def read_bitbrains(path: str | Path = DEFAULT_PATH, *, vms: int | None = None,
 
 
 def pack(vms: list[VmSpec], host_mib: int, reserve_mib: int, overcommit: float,
-         policy: Literal["hyperv", "squeezed", "mom", "esx"] = "hyperv", prefix: str = "bb") -> list[HostSpec]:
-    """First fit by decreasing Maximum RAM (see the module's docstring)."""
+         policy: Literal["hyperv", "squeezed", "mom", "esx"] = "hyperv", prefix: str = "bb",
+         packing: Literal["first-fit", "round-robin"] = "first-fit", hosts_count: int | None = None) -> list[HostSpec]:
+    """First fit by decreasing Maximum RAM (see the module's docstring), onto at most
+    ``hosts_count`` hosts if given (a VM that fits none goes to the emptiest); or round-robin:
+    VM number v on host v % ``hosts_count``, whatever fits (the reference study's packing)."""
     capacity = host_mib - reserve_mib
     budget = overcommit * capacity
     hosts: list[list[VmSpec]] = []
+    if packing == "round-robin":
+        if not hosts_count:
+            raise ValueError("round-robin packing needs a host count (hosts)")
+        hosts = [[] for _ in range(hosts_count)]
+        for vm in vms:
+            hosts[int(vm.name.rsplit("-", 1)[-1]) % hosts_count].append(vm)
+        return [HostSpec(name=f"{prefix}-{n:02d}", total_mib=host_mib, reserve_mib=reserve_mib, policy=policy,
+                         vms=sorted(placed, key=lambda v: v.name)) for n, placed in enumerate(hosts)]
+    if packing != "first-fit":
+        raise ValueError(f"packing {packing!r}: expected first-fit or round-robin")
     for vm in sorted(vms, key=lambda v: (-v.maximum_mib, v.name)):
+        if hosts_count is not None and len(hosts) >= hosts_count:
+            fits = [p for p in hosts if sum(v.maximum_mib for v in p) + vm.maximum_mib <= budget
+                    and sum(v.startup_mib for v in p) + vm.startup_mib <= capacity]
+            (fits[0] if fits else min(hosts, key=lambda p: sum(v.maximum_mib for v in p))).append(vm)
+            continue
         for placed in hosts:
             if (sum(v.maximum_mib for v in placed) + vm.maximum_mib <= budget
                     and sum(v.startup_mib for v in placed) + vm.startup_mib <= capacity):
@@ -121,12 +139,20 @@ def bitbrains_scenario(path: str | Path = DEFAULT_PATH, vms: int = 20, host_mib:
                        time_scale: float = 60.0, start_s: int | None = None, minimum_mib: int = 512,
                        buffer_percent: int = 20, os: Literal["windows", "linux"] = "windows",
                        policy: Literal["hyperv", "squeezed", "mom", "esx"] = "hyperv",
+                       packing: Literal["first-fit", "round-robin"] = "first-fit", hosts: int | None = None,
+                       capacity_mib: int | None = None, startup_mib: int | None = None,
                        problems: list[SourceProblem] | None = None) -> Scenario:
     """A scenario of the trace's first ``vms`` VMs packed onto hosts of ``host_mib``.
 
     ``duration_s`` is trace time (default: to the last sample), run ``time_scale`` times faster.
     VMs that cannot run (no usage in the window, Startup above a host) are reported and left out.
+    The study options: ``packing`` (first-fit, or round-robin: VM v on host v % ``hosts``),
+    ``hosts`` (how many), ``capacity_mib`` (each host's memory for VMs: total = capacity + reserve,
+    instead of ``host_mib``), ``startup_mib`` (Startup = min(this, Maximum) instead of the first
+    demand plus the buffer), with ``minimum_mib`` and ``buffer_percent``.
     """
+    if capacity_mib is not None:
+        host_mib = capacity_mib + reserve_mib
     if time_scale <= 0:
         raise ValueError(f"time_scale={time_scale} must be positive")
     report = Problems(str(path), problems)
@@ -137,7 +163,7 @@ def bitbrains_scenario(path: str | Path = DEFAULT_PATH, vms: int = 20, host_mib:
     end = begin + duration_s if duration_s is not None else max(vm.usage[-1][0] for vm in trace if vm.usage)
     specs = []
     for vm in trace:
-        spec = _vm_spec(vm, begin, end, time_scale, minimum_mib, buffer_percent, os)
+        spec = _vm_spec(vm, begin, end, time_scale, minimum_mib, buffer_percent, os, startup_mib)
         if isinstance(spec, str):
             report.add(None, f"VM {vm.vm}: {spec}: left out")
         elif spec.startup_mib > host_mib - reserve_mib:
@@ -147,11 +173,12 @@ def bitbrains_scenario(path: str | Path = DEFAULT_PATH, vms: int = 20, host_mib:
     if not specs:
         raise ValueError(f"{path}: none of the {len(trace)} VMs has usage in the window")
     return Scenario(duration_s=max(1, math.ceil((end - begin) / time_scale)),
-                    hosts=pack(specs, host_mib, reserve_mib, overcommit, policy))
+                    hosts=pack(specs, host_mib, reserve_mib, overcommit, policy, packing=packing,
+                               hosts_count=hosts))
 
 
 def _vm_spec(vm: BitbrainsVm, begin: int, end: int, time_scale: float, minimum_mib: int, buffer_percent: int,
-             os: Literal["windows", "linux"]) -> VmSpec | str:
+             os: Literal["windows", "linux"], startup_mib: int | None = None) -> VmSpec | str:
     boot = max(begin, vm.first_s)
     if boot >= end:
         return "starts after the window"
@@ -167,6 +194,8 @@ def _vm_spec(vm: BitbrainsVm, begin: int, end: int, time_scale: float, minimum_m
     minimum = max(32, min(minimum_mib, maximum))
     first_mib = window[0][1] / 1024
     startup = min(max(-(-int(first_mib * (100 + buffer_percent) / 100) // 128) * 128, minimum), maximum)
+    if startup_mib is not None:
+        startup = max(minimum, min(startup_mib, maximum))
     points = [((t - boot) / time_scale, kib / 1024) for t, kib in window]
     return VmSpec(name=f"vm-{vm.vm:04d}", startup_mib=startup, minimum_mib=minimum, maximum_mib=maximum,
                   buffer_percent=buffer_percent, guest=GuestSpec(os=os), workload=Trace(points=points),
@@ -293,7 +322,13 @@ def read_grid(path: str | Path = DEFAULT_PATH, steps: int = 2016, step_s: int = 
     header = next(rows, [])
     if header != COLUMNS:
         raise ValueError(f"{path}: columns {header!r}, expected {COLUMNS!r}")
-    data = np.array([[int(c) for c in row] for row in rows if len(row) == 4], dtype=np.int64)
+    parsed = []
+    for row in rows:
+        try:
+            parsed.append([int(c) for c in row])
+        except ValueError:
+            continue  # a bad number: the row is skipped (read_bitbrains reports such rows)
+    data = np.array([r for r in parsed if len(r) == 4 and min(r) >= 0], dtype=np.int64).reshape(-1, 4)
     if vms is not None:
         data = data[data[:, 0] <= vms]
     numbers, where = np.unique(data[:, 0], return_inverse=True)
