@@ -526,6 +526,7 @@ PASSTHROUGH = {
                "turn a telemetry source (perfmon, meminfo, virsh, bitbrains, synthetic) into events"),
     "agent": ("streams.agent", "agent_main", "report this Linux machine's memory as a guest, every second"),
     "top": ("streams.top", "top_main", "live table of every VM, like Hyper-V Manager's memory columns"),
+    "study": ("streams.study", "study_main", "a capacity study of a trace at its own time, every policy"),
 }
 """Commands with a parser of their own: ``dmtwin NAME --help`` shows their options."""
 

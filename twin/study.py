@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -45,13 +44,15 @@ from .events import (
     UnballoonRequested,
     VmStarted,
 )
+from .errors import Rejected
 from .guest import SimulatedGuest
 from .policies import POLICY_INTERVAL_MS
 from .sources.bitbrains import Grid
 from .state import NO_DATA, Col, HostState
 
 __all__ = ["StudyVm", "Study", "PolicyResult", "study_of_grid", "run_policy", "run_study",
-           "POLICY_INTERVAL_MS", "Packing", "merge", "host_result", "p95_sum_mib"]
+           "POLICY_INTERVAL_MS", "Packing", "merge", "host_result", "p95_sum_mib",
+           "reference_rows", "format_table", "STUDY_COLUMNS"]
 
 Packing = Literal["round-robin", "first-fit"]
 START_MS = 1_372_629_600_000
@@ -144,8 +145,11 @@ class PolicyResult:
     operations: int = 0
     decisions: int = 0
     rounds: int = 0
-    rounds_skipped: int = 0
     events: int = 0
+    refused: list[str] = field(default_factory=list)
+    """VMs the hosts could not start (Startup RAM above what was free)."""
+    hosts_run: int = 0
+    interval_ms: int = 1000
     wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -159,8 +163,9 @@ class PolicyResult:
             "max_host_over_c": max(self.host_peak_mib, default=0) / self.capacity_mib,
             "saved_percent": 100 * (1 - mean / self.static_mib) if self.static_mib else 0.0,
             "moved_tib": self.moved_mib / 1024 / 1024, "changes": self.changes, "operations": self.operations,
-            "decisions": self.decisions, "rounds": self.rounds, "rounds_skipped": self.rounds_skipped,
-            "events": self.events, "wall_s": self.wall_s,
+            "decisions": self.decisions, "rounds": self.rounds,
+            "rounds_skipped": max(0, int(self.hosts_run * self.duration_s * 1000 // self.interval_ms) - self.rounds),
+            "events": self.events, "wall_s": self.wall_s, "refused": len(self.refused),
             "events_per_s": self.events / self.wall_s if self.wall_s else 0.0}
 
 
@@ -210,15 +215,22 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
 
     fold(HostJoined(at_ms=start, host=name, total_mib=study.capacity_mib, reserve_mib=0, policy="hyperv"))
     guests: dict[str, SimulatedGuest] = {}
+    started = []
     for vm in vms:
-        fold(VmStarted(at_ms=start, host=name, vm=vm.name,
-                       settings=MemorySettings(startup_mib=vm.startup_mib, minimum_mib=vm.minimum_mib,
-                                               maximum_mib=vm.maximum_mib, buffer_percent=vm.buffer_percent,
-                                               weight=vm.weight),
-                       capabilities=GuestCapabilities(hot_add_alignment_mib=2)))
+        try:
+            fold(VmStarted(at_ms=start, host=name, vm=vm.name,
+                           settings=MemorySettings(startup_mib=vm.startup_mib, minimum_mib=vm.minimum_mib,
+                                                   maximum_mib=vm.maximum_mib, buffer_percent=vm.buffer_percent,
+                                                   weight=vm.weight),
+                           capabilities=GuestCapabilities(hot_add_alignment_mib=2)))
+        except Rejected as refused:  # the host cannot give its Startup RAM: the VM stays off
+            result.refused.append(f"{name}/{vm.name}: {refused.reason}")
+            continue
+        started.append(vm)
         guests[vm.name] = (guest_factory(vm, name) if guest_factory
                            else SimulatedGuest(name, vm.name, "windows", vm.startup_mib))
     state = twin.hosts[name]
+    vms = started
     order = [state.vms.index[vm.name] for vm in vms]
     demand = np.stack([vm.demand_mib for vm in vms]) if vms else np.zeros((0, steps), dtype=np.int64)
     # row-ordered truth: rows of the table, in the table's order
@@ -311,6 +323,8 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
     result.host_peak_mib.append(int(totals.max()) if steps else 0)
     result.step_total_mib = totals if not len(result.step_total_mib) else result.step_total_mib + totals
     result.events += count
+    result.hosts_run += 1
+    result.interval_ms = interval
 
 
 def merge(results: list[PolicyResult]) -> PolicyResult:
@@ -319,34 +333,83 @@ def merge(results: list[PolicyResult]) -> PolicyResult:
     out = PolicyResult(first.policy, first.hosts, first.capacity_mib)
     out.duration_s = first.duration_s
     for r in results:
+        out.interval_ms = r.interval_ms
         for name in ("warning_s", "low_s", "short_mib_s", "assigned_mib_s", "static_mib", "moved_mib", "changes",
-                     "operations", "decisions", "rounds", "events", "wall_s"):
+                     "operations", "decisions", "rounds", "events", "wall_s", "hosts_run"):
             setattr(out, name, getattr(out, name) + getattr(r, name))
         out.host_peak_mib += r.host_peak_mib
+        out.refused += r.refused
         out.step_total_mib = r.step_total_mib if not len(out.step_total_mib) else out.step_total_mib + r.step_total_mib
     return out
 
 
 def host_result(study: Study, host: int, policy: str) -> PolicyResult:
-    """One host under ``policy``, timed."""
+    """One host under ``policy`` (the caller times it: ``wall_s``; the twin reads no clock)."""
     result = PolicyResult(policy, study.hosts, study.capacity_mib)
-    began = time.perf_counter()
     run_host(study, host, policy, result)
-    result.wall_s = time.perf_counter() - began
     return result
 
 
 def run_policy(study: Study, policy: str, plan: PlanFn | None = None) -> PolicyResult:
     """Every host of ``study`` under ``policy``; hosts are independent, so they run one after another."""
     result = PolicyResult(policy, study.hosts, study.capacity_mib)
-    began = time.perf_counter()
     for host in range(study.hosts):
         run_host(study, host, policy, result, plan)
-    interval = POLICY_INTERVAL_MS.get(policy, 1000)
-    result.rounds_skipped = study.hosts * (study.steps * study.step_s * 1000 // interval) - result.rounds
-    result.wall_s = time.perf_counter() - began
     return result
 
 
 def run_study(study: Study, policies: list[str]) -> list[PolicyResult]:
     return [run_policy(study, policy) for policy in policies]
+
+
+STUDY_COLUMNS = ("warning_vm_h", "low_vm_h", "short_gib_h", "mean_gib", "peak_gib", "max_host_over_c",
+                 "saved_percent", "moved_tib", "changes")
+STUDY_HEAD = ("Warning VM-h", "Low VM-h", "short GiB-h", "mean GiB", "peak GiB", "max host/C", "saved %",
+              "moved TiB", "changes")
+PEERS = ("hyperv", "squeezed", "mom", "esx")
+
+
+def reference_rows(text: str, hosts: int) -> dict[tuple[str, float], dict[str, float]]:
+    """(policy, capacity) → figures, from the table of a ``REFERENCE.md`` (rows of ``hosts`` hosts)."""
+    out = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 13 or not cells[1].isdigit() or int(cells[1]) != hosts:
+            continue
+        try:
+            values = [float(c.replace(",", "")) for c in cells[4:]]
+            out[(cells[0], float(cells[2].rstrip("x")))] = dict(zip(STUDY_COLUMNS, values))
+        except ValueError:
+            continue
+    return out
+
+
+def format_table(rows: list[dict[str, Any]], reference: dict[tuple[str, float], dict[str, float]] | None = None
+                 ) -> str:
+    """Rows of ``PolicyResult.as_dict()`` (+ ``capacity``), by capacity; each followed by the
+    reference's row for the same policy and capacity if there is one; then how the policies of
+    dmtwin's own compare with the best peer (the issue's goal: ≤ 0.7× its Warning at ≤ its memory)."""
+    reference = reference or {}
+    out = []
+    for capacity in dict.fromkeys(r["capacity"] for r in rows):
+        out += ["", f"capacity {capacity}x", f"{'policy':<10}{'':<10}" + "".join(f"{h:>13}" for h in STUDY_HEAD)
+                + f"{'wall s':>9}{'events/s':>10}"]
+        ours = [r for r in rows if r["capacity"] == capacity]
+        for r in ours:
+            cells = "".join(f"{r[c]:>13,.2f}" if c in ("max_host_over_c", "moved_tib") else
+                            f"{r[c]:>13,}" if c == "changes" else f"{r[c]:>13,.1f}" for c in STUDY_COLUMNS)
+            out.append(f"{r['policy']:<10}{'dmtwin':<10}{cells}{r['wall_s']:>9.1f}{r['events_per_s']:>10,.0f}")
+            theirs = reference.get((r["policy"], capacity))
+            if theirs:
+                cells = "".join(f"{theirs[c]:>13,.2f}" if c in ("max_host_over_c", "moved_tib") else
+                                f"{theirs[c]:>13,.1f}" for c in STUDY_COLUMNS)
+                out.append(f"{'':<10}{'reference':<10}{cells}")
+        peers = [r for r in ours if r["policy"] in PEERS]
+        if peers:
+            best = min(peers, key=lambda r: r["warning_vm_h"])
+            for r in ours:
+                if r["policy"] not in PEERS and best["warning_vm_h"] and best["mean_gib"]:
+                    out.append(f"  {r['policy']} against the best peer ({best['policy']}): Warning "
+                               f"{r['warning_vm_h'] / best['warning_vm_h']:.2f}x (goal ≤ 0.70x), mean memory "
+                               f"{r['mean_gib'] / best['mean_gib']:.2f}x (goal ≤ 1.00x)")
+    return "\n".join(out) + "\n"
