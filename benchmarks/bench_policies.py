@@ -50,7 +50,7 @@ def main() -> int:
     parser.add_argument("--hosts-run", type=int, default=10, help="run only the first N of the 10 hosts")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
-    from twin.policies import POLICIES
+    from twin.study import STUDY_POLICIES as POLICIES
 
     capacities = args.capacity or [1.0, 0.7]
     policies = args.policy or list(POLICIES)

@@ -68,11 +68,11 @@ def _task(job: tuple) -> tuple:
 
 def study_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from twin.policies import POLICIES
+    from twin.study import STUDY_POLICIES as POLICIES
     from twin.study import format_table, merge, reference_rows
 
     policies = list(POLICIES) if not args.policy or "all" in args.policy else args.policy
-    unknown = [p for p in policies if p not in POLICIES]
+    unknown = [p for p in policies if p.partition(":")[0] not in POLICIES]
     if unknown:
         print(f"dmtwin study: no policy {', '.join(unknown)} (there are {', '.join(POLICIES)})", file=sys.stderr)
         return 2

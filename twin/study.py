@@ -52,7 +52,8 @@ from .state import NO_DATA, Col, HostState
 
 __all__ = ["StudyVm", "Study", "PolicyResult", "study_of_grid", "run_policy", "run_study",
            "POLICY_INTERVAL_MS", "Packing", "merge", "host_result", "p95_sum_mib",
-           "reference_rows", "format_table", "STUDY_COLUMNS"]
+           "reference_rows", "format_table", "STUDY_COLUMNS",
+           "OWN_POLICIES", "STUDY_POLICIES"]
 
 Packing = Literal["round-robin", "first-fit"]
 START_MS = 1_372_629_600_000
@@ -191,16 +192,42 @@ def _timer(state: HostState, at_ms: int, reclaim_after_ms: int) -> float:
 PlanFn = Callable[[HostState, int, str], list[Decision]]
 
 
+def _foresight(options: str = "") -> Any:
+    from .foresight import Foresight, ForesightParams
+
+    values: dict[str, Any] = {}
+    for item in filter(None, options.split(",")):
+        key, _, raw = item.partition("=")
+        values[key.strip()] = float(raw) if "." in raw else int(raw)
+    return Foresight(ForesightParams(**values))
+
+
+OWN_POLICIES: dict[str, Callable[..., Any]] = {"foresight": _foresight}
+"""Policies of dmtwin's own that learn from history: each host's run gets a fresh one (an object
+with ``plan`` and ``observe``). Not in the log format's policy names: what-if only. A name may
+carry parameters: ``foresight:price_mib=4096,hold=1`` (``twin.foresight.ForesightParams``)."""
+STUDY_POLICIES = ("hyperv", "squeezed", "mom", "esx", "foresight")
+
+
 def run_host(study: Study, host: int, policy: str, result: PolicyResult,
              plan: PlanFn | None = None, guest_factory: Callable[[StudyVm, str], SimulatedGuest] | None = None,
-             on_event: Callable[[object], None] | None = None, skip_quiet: bool = True) -> None:
+             on_event: Callable[[object], None] | None = None, skip_quiet: bool = True,
+             observe: Callable[[HostState, int], None] | None = None) -> None:
     """Run one host of ``study`` under ``policy``, adding its measures to ``result``. With
     ``skip_quiet=False`` every round runs (the same decisions, slower: tests compare the two)."""
+    label = policy
+    base, _, options = policy.partition(":")
+    if plan is None and base in OWN_POLICIES:
+        own = OWN_POLICIES[base](options)
+        plan, observe = own.plan, own.observe
+        policy = base
     plan = plan or (lambda state, at_ms, name: balancer.plan(state, at_ms, name))
     vms = study.host_vms(host)
     name = f"h{host:02d}"
     interval = POLICY_INTERVAL_MS.get(policy, 1000)
     reclaim_after = balancer.PARAMS[policy].reclaim_after_ms if policy in balancer.PARAMS else 0
+    if policy not in balancer.PARAMS:
+        raise ValueError(f"no policy {policy!r} in the mechanism's parameters")
     twin = Twin()
     start, step_ms, steps = study.start_ms, study.step_s * 1000, study.steps
     end = start + steps * step_ms
@@ -300,6 +327,8 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
             for i, vm in enumerate(by_row):
                 reported = int(truth_rows[i, k - 1]) if k else 0
                 fold(guests[vm].status(now, reported))
+            if observe is not None:
+                observe(state, now)
             need_from = min(need_from, now)
             k += 1
         if (max(grid_ceil(min(need_from, wake)), last_round + interval) <= now if skip_quiet
@@ -324,6 +353,7 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
     result.step_total_mib = totals if not len(result.step_total_mib) else result.step_total_mib + totals
     result.events += count
     result.hosts_run += 1
+    result.policy = label
     result.interval_ms = interval
 
 
@@ -391,19 +421,20 @@ def format_table(rows: list[dict[str, Any]], reference: dict[tuple[str, float], 
     dmtwin's own compare with the best peer (the issue's goal: ≤ 0.7× its Warning at ≤ its memory)."""
     reference = reference or {}
     out = []
+    w = max([10] + [len(r["policy"]) + 2 for r in rows])
     for capacity in dict.fromkeys(r["capacity"] for r in rows):
-        out += ["", f"capacity {capacity}x", f"{'policy':<10}{'':<10}" + "".join(f"{h:>13}" for h in STUDY_HEAD)
+        out += ["", f"capacity {capacity}x", f"{'policy':<{w}}{'':<10}" + "".join(f"{h:>13}" for h in STUDY_HEAD)
                 + f"{'wall s':>9}{'events/s':>10}"]
         ours = [r for r in rows if r["capacity"] == capacity]
         for r in ours:
             cells = "".join(f"{r[c]:>13,.2f}" if c in ("max_host_over_c", "moved_tib") else
                             f"{r[c]:>13,}" if c == "changes" else f"{r[c]:>13,.1f}" for c in STUDY_COLUMNS)
-            out.append(f"{r['policy']:<10}{'dmtwin':<10}{cells}{r['wall_s']:>9.1f}{r['events_per_s']:>10,.0f}")
+            out.append(f"{r['policy']:<{w}}{'dmtwin':<10}{cells}{r['wall_s']:>9.1f}{r['events_per_s']:>10,.0f}")
             theirs = reference.get((r["policy"], capacity))
             if theirs:
                 cells = "".join(f"{theirs[c]:>13,.2f}" if c in ("max_host_over_c", "moved_tib") else
                                 f"{theirs[c]:>13,.1f}" for c in STUDY_COLUMNS)
-                out.append(f"{'':<10}{'reference':<10}{cells}")
+                out.append(f"{'':<{w}}{'reference':<10}{cells}")
         peers = [r for r in ours if r["policy"] in PEERS]
         if peers:
             best = min(peers, key=lambda r: r["warning_vm_h"])
