@@ -55,6 +55,14 @@ class SimulatedGuest:
     refuses_requests: bool = False
     max_hot_add_total_mib: int | None = None
     """The guest's physical ceiling: hot-adds past this visible size come back short."""
+    refuses_balloon: bool = False
+    """Frees nothing when asked to balloon (answers 0), but takes added memory."""
+    refuses_hot_add: bool = False
+    """Refuses hot-add (0 pages, permanent failure), but balloons."""
+    hidden_floor_mib: int | None = None
+    """The guest keeps at least this much (visible − ballooned), above Minimum: answers partially."""
+    answer_percent: int = 100
+    """Releases only this share of each balloon request (before its floors)."""
 
     def boot(self, startup_mib: int) -> None:
         """A fresh boot sees Startup RAM and an empty balloon."""
@@ -89,14 +97,18 @@ class SimulatedGuest:
         return None
 
     def _balloon(self, request: BalloonTargetSet, at_ms: int, demand_mib: int) -> BalloonResponded:
-        spare = 0 if self.refuses_requests else self.available_mib(demand_mib) - self.floor_mib()
-        released = max(0, min(request.remove_mib, spare)) // BALLOON_UNIT_MIB * BALLOON_UNIT_MIB
+        spare = 0 if self.refuses_requests or self.refuses_balloon else (
+            self.available_mib(demand_mib) - self.floor_mib())
+        if self.hidden_floor_mib is not None:
+            spare = min(spare, self.visible_mib - self.ballooned_mib - self.hidden_floor_mib)
+        asked = request.remove_mib * self.answer_percent // 100
+        released = max(0, min(asked, spare)) // BALLOON_UNIT_MIB * BALLOON_UNIT_MIB
         self.ballooned_mib += released
         return BalloonResponded(at_ms=at_ms, host=self.host, vm=self.vm, seq=request.seq,
                                 released_mib=released)
 
     def _hot_add(self, request: MemoryAdditionRequested, at_ms: int) -> HotAddResponded:
-        if self.refuses_requests:
+        if self.refuses_requests or self.refuses_hot_add:
             return HotAddResponded(at_ms=at_ms, host=self.host, vm=self.vm, seq=request.seq,
                                    added_mib=0, result="permanent_failure")
         added = request.add_mib

@@ -56,6 +56,15 @@ class GuestSpec(_Spec):
     """Defaults to 128 MiB on Linux (hv_balloon.c asks 2^7 MB) and 2 MiB on Windows."""
     refuses_requests: bool = False
     """A hibernation-enabled Linux guest keeps its capability bits but refuses every request."""
+    refuses_balloon: bool = False
+    """Announces the balloon but frees nothing when asked (answers 0 pages); takes added memory."""
+    refuses_hot_add: bool = False
+    """Announces hot-add but refuses it (0 pages, permanent failure); balloons normally."""
+    hidden_floor_mib: int | None = None
+    """The guest never lets its memory fall below this, whatever Minimum says: a balloon request
+    past it is answered partially (a floor the host cannot see, above Minimum)."""
+    answer_percent: int = 100
+    """The share of each balloon request the guest releases (partial answers), before its floors."""
     max_hot_add_total_mib: int | None = None
 
 
@@ -142,6 +151,10 @@ class _RunningVm:
         self.demand = demand
         self.guest = SimulatedGuest(host.name, spec.name, spec.guest.os, spec.startup_mib,
                                     refuses_requests=spec.guest.refuses_requests,
+                                    refuses_balloon=spec.guest.refuses_balloon,
+                                    refuses_hot_add=spec.guest.refuses_hot_add,
+                                    hidden_floor_mib=spec.guest.hidden_floor_mib,
+                                    answer_percent=spec.guest.answer_percent,
                                     max_hot_add_total_mib=spec.guest.max_hot_add_total_mib)
         self.boot_s = spec.start_at_s
 

@@ -216,12 +216,25 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
     """Run one host of ``study`` under ``policy``, adding its measures to ``result``. With
     ``skip_quiet=False`` every round runs (the same decisions, slower: tests compare the two)."""
     label = policy
+    give_up = None
+    if policy.endswith("+giveup"):
+        policy = policy[: -len("+giveup")]
     base, _, options = policy.partition(":")
     if plan is None and base in OWN_POLICIES:
         own = OWN_POLICIES[base](options)
         plan, observe = own.plan, own.observe
         policy = base
     plan = plan or (lambda state, at_ms, name: balancer.plan(state, at_ms, name))
+    if label.endswith("+giveup"):
+        from .giveup import GiveUp
+
+        give_up = GiveUp(plan)
+        plan = give_up.plan
+        inner_event = on_event
+        def on_event(event: object) -> None:  # noqa: E306
+            give_up.watch(event)
+            if inner_event is not None:
+                inner_event(event)
     vms = study.host_vms(host)
     name = f"h{host:02d}"
     interval = POLICY_INTERVAL_MS.get(policy, 1000)
@@ -345,6 +358,8 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
             result.decisions += len(decisions)
             need_from = now + 1 if decisions else math.inf
             wake = _timer(state, now, reclaim_after)
+            if give_up is not None:
+                wake = min(wake, give_up.wake(now))
     rows = state.vms.rows
     result.operations += int(rows[:, Col.ADD_OPS].sum() + rows[:, Col.REMOVE_OPS].sum())
     result.static_mib += int(rows[:, Col.MAXIMUM].sum())

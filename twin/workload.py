@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = ["Workload", "WORKLOAD_ADAPTER", "series", "Steady", "Idle", "Diurnal", "Bursty", "Leak",
-           "BootStorm", "Batch", "Trace"]
+           "BootStorm", "Batch", "Trace", "Steps"]
 
 Mib = Annotated[int, Field(ge=0)]
 
@@ -128,8 +128,21 @@ class Trace(_Workload):
         return np.interp(t_s, at, mib)
 
 
+class Steps(_Workload):
+    """Exact steps: (second, MiB) points, each held until the next one; no interpolation, no noise."""
+
+    kind: Literal["steps"] = "steps"
+    points: list[tuple[float, float]] = Field(min_length=1)
+    noise_percent: Annotated[float, Field(ge=0, le=0)] = 0.0
+
+    def shape(self, t_s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        at, mib = np.array(sorted(self.points), dtype=np.float64).T
+        where = np.searchsorted(at, t_s, side="right") - 1
+        return np.where(where >= 0, mib[np.maximum(where, 0)], 0.0)
+
+
 Workload = Annotated[
-    Union[Steady, Idle, Diurnal, Bursty, Leak, BootStorm, Batch, Trace], Field(discriminator="kind")
+    Union[Steady, Idle, Diurnal, Bursty, Leak, BootStorm, Batch, Trace, Steps], Field(discriminator="kind")
 ]
 
 WORKLOAD_ADAPTER: TypeAdapter[Workload] = TypeAdapter(Workload)
