@@ -29,7 +29,7 @@ def _simulate(args: argparse.Namespace) -> int:
     signer = _signer(args.key)
     refused: list[tuple[InputEvent, Rejected]] = []
     # Chained like the worker's log; signed checkpoints and refused inputs beside it.
-    stats = write_trail(simulate(scenario, refused=refused), args.output, signer,
+    stats = write_trail(simulate(scenario, refused=refused, framed=True), args.output, signer,
                         round(args.checkpoint_every * 1000), "simulate", refused)
     to_file = args.output not in (None, "-")
     if not to_file:  # no rejects file next to stdout: say it here

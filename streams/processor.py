@@ -22,6 +22,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 from twin.chain import Chainer
 from twin.engine import Twin
 from twin.errors import Rejected
-from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, InputEvent, StatusFrame
+from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, BalancerRound, Decision, InputEvent, StatusFrame
 from twin.log import rejection
 from twin.state import HostState
 
@@ -199,19 +200,20 @@ class HostProcessor:
         out = Outputs()
         message, source = item.message, item.source
         host = message.host
-        events: list[InputEvent] = message.events() if isinstance(message, StatusFrame) else [message]
-        where = isinstance(message, StatusFrame)
+        in_frame = isinstance(message, StatusFrame)
         if record is not None:
-            events = self._drop_late(events, record.state, item, out, where)
+            message = self._drop_late(message, record.state, item, out)
+            if message is None:
+                return record, out
         twin = Twin()
         if record is not None:
             twin.hosts[host] = record.state
         started = time.perf_counter()
-        entries, rejected = twin.ingest(events, self.tick_ms)
+        entries, rejected = twin.ingest(message, self.tick_ms)
         out.fold_seconds = time.perf_counter() - started
         for index, error in rejected:
             out.dead_letters.append(dead_letter(item.value, source, error.reason, error.field, error.value,
-                                                index if where else None))
+                                                index if in_frame else None))
             out.reasons.append(rejection_reason(error, stage="apply"))
         state = twin.hosts.get(host)
         if state is None:  # nothing about this host was ever accepted
@@ -220,40 +222,48 @@ class HostProcessor:
         record.state = state
         chainer = Chainer({host: record.chain} if record.chain else None)
         for entry in entries:
-            line = chainer.line(entry).encode()
-            out.log.append(line)
-            if isinstance(entry, DECISION_TYPES):
-                out.decisions.append(entry.type)
-                if entry.type in ("decision.balloon", "decision.unballoon"):
-                    out.balloon_commands.append(line)
-                elif entry.type == "decision.hot_add":
-                    out.addition_commands.append(line)
-                continue
-            out.inputs.append(entry.type)
-            if entry.type == "guest.status":
-                out.reports += 1
-            elif entry.type == "balancer.tick":
+            out.log.append(chainer.line(entry).encode())
+            if isinstance(entry, BalancerRound):
                 out.rounds += 1
+                out.inputs.append("balancer.tick")
+                self._commands(entry.decisions, out)
+            elif isinstance(entry, DECISION_TYPES):
+                self._commands((entry,), out)
+            elif isinstance(entry, StatusFrame):
+                out.inputs += ["guest.status"] * len(entry.reports)
+                out.reports += len(entry.reports)
+            else:
+                out.inputs.append(entry.type)
+                out.reports += entry.type == "guest.status"
         record.chain = chainer.heads.get(host, record.chain)
         record.entries += len(out.log)
         return record, out
 
-    def _drop_late(self, events: list[InputEvent], state: HostState, item: Decoded, out: Outputs,
-                   in_frame: bool) -> list[InputEvent]:
-        """Dead-letter the inputs more than ``lateness_ms`` behind the host's event time."""
+    @staticmethod
+    def _commands(decisions: Iterable[Decision], out: Outputs) -> None:
+        """Each decision for the guests' actuators, as a whole event of its own."""
+        for decision in decisions:
+            out.decisions.append(decision.type)
+            if decision.type in ("decision.balloon", "decision.unballoon"):
+                out.balloon_commands.append(decision.model_dump_json().encode())
+            elif decision.type == "decision.hot_add":
+                out.addition_commands.append(decision.model_dump_json().encode())
+
+    def _drop_late(self, message: InputEvent | StatusFrame, state: HostState, item: Decoded,
+                   out: Outputs) -> InputEvent | StatusFrame | None:
+        """The message, or None if it is more than ``lateness_ms`` behind the host's event time:
+        then it is dead-lettered (each report of a frame: they share its time)."""
         horizon = state.last_at_ms - self.lateness_ms
-        kept = []
-        for index, event in enumerate(events):
-            if event.at_ms >= horizon:
-                kept.append(event)
-                continue
-            behind = state.last_at_ms - event.at_ms
-            error = Rejected("at_ms", event.at_ms, f"late: {behind} ms behind host {state.name!r}'s event "
-                                                   f"time {state.last_at_ms} (lateness allowed: {self.lateness_ms} ms)")
-            out.dead_letters.append(dead_letter(item.value, item.source, error.reason, error.field, error.value,
-                                                index if in_frame else None))
+        if message.at_ms >= horizon:
+            return message
+        behind = state.last_at_ms - message.at_ms
+        error = Rejected("at_ms", message.at_ms, f"late: {behind} ms behind host {state.name!r}'s event "
+                                                 f"time {state.last_at_ms} (lateness allowed: {self.lateness_ms} ms)")
+        reports = len(message.reports) if isinstance(message, StatusFrame) else 0
+        for index in range(reports) if reports else [None]:
+            out.dead_letters.append(dead_letter(item.value, item.source, error.reason, error.field, error.value, index))
             out.reasons.append("late")
-        return kept
+        return None
 
     def process(self, key: bytes | None, value: bytes | None, source: Source,
                 record: HostRecord | None) -> tuple[HostRecord | None, Outputs]:

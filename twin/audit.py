@@ -28,6 +28,7 @@ from .engine import Twin
 from .errors import Rejected
 from .events import (
     DECISION_TYPES,
+    BalancerRound,
     BalancerTicked,
     BalloonTargetSet,
     Decision,
@@ -36,10 +37,12 @@ from .events import (
     MemoryAdditionRequested,
     SmartPagingEnded,
     SmartPagingStarted,
+    StatusFrame,
     UnballoonRequested,
     VmRestarted,
+    flatten,
 )
-from .log import decode, encode
+from .log import decode, encode, peek
 from .signing import CheckpointCheck, Coverage, SignatureProblem, short_fingerprint
 from .state import NO_DATA, Col, HostState, Pending, VmRecord
 
@@ -400,6 +403,9 @@ class Verifier:
         host, body = parts
         if self.signing is not None and self.chain.last_chain is not None:
             self.signing.feed(position, host, self.chain.last_chain, line)
+        if b'"type":"balancer.round"' in body:
+            self._round(position, host, body)
+            return
         if b'"type":"decision.' in body:
             result.decisions += 1
             _recorded(result, position, host, body, self.pending)
@@ -413,8 +419,11 @@ class Verifier:
             result.decisions += 1
             _compare(result, position, event.host, event, self.pending)
             return
+        if isinstance(event, BalancerRound):  # laid out otherwise than dmtwin writes it
+            self._round(position, host, body, event)
+            return
         event = cast(InputEvent, event)
-        result.inputs += 1
+        result.inputs += len(event.reports) if isinstance(event, StatusFrame) else 1
         waiting = self.pending.get(event.host)
         if waiting and isinstance(event, (BalancerTicked, VmRestarted)):  # a new round: the last one is over
             while waiting:
@@ -432,6 +441,43 @@ class Verifier:
             return
         if decisions:
             self.pending[event.host] = deque(decisions)
+
+    def _round(self, position: int, host: str, body: bytes, recorded: BalancerRound | None = None) -> None:
+        """A recorded round: re-run it on the re-derived state; the same bytes is the common case."""
+        result = self.result
+        result.inputs += 1
+        self._over(position, host)
+        at_ms = peek(body)
+        try:
+            if recorded is None and at_ms is None:
+                recorded = cast(BalancerRound, decode(body, position))
+            expected = self.twin.round(host, recorded.at_ms if recorded is not None else at_ms[0])  # type: ignore[index]
+        except Rejected as refused:
+            result.rejected.append(Rejected(refused.field, refused.value,
+                                            f"refused by the re-derived state: {refused.reason}", position))
+            return
+        if recorded is None and expected.model_dump_json().encode() == body:
+            result.decisions += len(expected.decisions)
+            return
+        if recorded is None:
+            try:
+                recorded = cast(BalancerRound, decode(body, position))
+            except Rejected as bad:
+                result.rejected.append(bad)
+                return
+        result.decisions += len(recorded.decisions)
+        self.pending[host] = deque(expected.decisions)
+        for decision in recorded.decisions:
+            _compare(result, position, host, decision, self.pending)
+        self._over(position, host)
+
+    def _over(self, position: int, host: str) -> None:
+        """A new round: decisions of the last one still expected were never recorded."""
+        waiting = self.pending.get(host)
+        while waiting:
+            missing = waiting.popleft()
+            self.result.mismatches.append(Mismatch(position, missing.host, missing.vm,
+                                                   describe_decision(missing), "nothing"))
 
     def finish(self, signed_hosts: Iterable[str] | None = None, file_problems: bool = True) -> Verification:
         """Decisions re-derived but never recorded, the chain's verdict and the checkpoints' (for the
@@ -578,32 +624,48 @@ def explain(lines: Iterable[str | bytes], vm: str, at_ms: int, host: str | None 
         if not line.strip():
             continue
         try:
-            event = decode(line, position)
+            entry = decode(line, position)
         except Rejected:
             continue
-        if event.at_ms > at_ms or (host is not None and event.host != host):
+        if entry.at_ms > at_ms or (host is not None and entry.host != host):
             continue
-        state = twin.hosts.get(event.host)
-        if isinstance(event, VmRestarted) and event.vm == vm and state is not None and vm in state.vms:
-            restart = (event.at_ms, int(state.vms.data[state.vms.index[vm], Col.ASSIGNED]), state.free_mib())
-        try:
-            twin.apply(event)
-        except Rejected:
-            continue
-        state = twin.hosts[event.host]
-        if event.type == "vm.started" and getattr(event, "vm", None) == vm:
-            out.host = event.host
-        if event.type == "balancer.tick" and vm in state.vms:
-            before[event.host] = _Round(event.at_ms, state.copy())
-            if event.host == out.host:
-                last_round = before[event.host]
-        if is_decision(event) and event.vm == vm and event.host == (out.host or event.host):
-            out.host = event.host
-            out.decision = event
-            round_ = before.get(event.host)
-            decided_in = round_ if round_ is not None and round_.at_ms == event.at_ms else None
+        for event in flatten(entry):
+            found = _follow(out, twin, event, before, restart)
+            if found is not None:
+                restart, last_round = found[0], found[1] or last_round
+                if found[2] is not None:
+                    decided_in = found[2] or None
     _describe(out, twin, decided_in, last_round, restart)
     return out
+
+
+def _follow(out: Explanation, twin: Twin, event: InputEvent | Decision, before: dict[str, _Round],
+            restart: tuple[int, int, int] | None
+            ) -> tuple[tuple[int, int, int] | None, _Round | None, _Round | bool | None] | None:
+    """Fold one event for ``explain``: (the last restart, the host's latest round if this is one,
+    the round of the VM's decision if this is one: False when not known); None if it did not apply."""
+    vm = out.vm
+    state = twin.hosts.get(event.host)
+    if isinstance(event, VmRestarted) and event.vm == vm and state is not None and vm in state.vms:
+        restart = (event.at_ms, int(state.vms.data[state.vms.index[vm], Col.ASSIGNED]), state.free_mib())
+    try:
+        twin.apply(event)
+    except Rejected:
+        return None
+    state = twin.hosts[event.host]
+    last_round, decided_in = None, None
+    if event.type == "vm.started" and getattr(event, "vm", None) == vm:
+        out.host = event.host
+    if event.type == "balancer.tick" and vm in state.vms:
+        before[event.host] = _Round(event.at_ms, state.copy())
+        if event.host == out.host:
+            last_round = before[event.host]
+    if is_decision(event) and event.vm == vm and event.host == (out.host or event.host):
+        out.host = event.host
+        out.decision = event
+        round_ = before.get(event.host)
+        decided_in = round_ if round_ is not None and round_.at_ms == event.at_ms else False
+    return restart, last_round, decided_in
 
 
 def _describe(out: Explanation, twin: Twin, decided_in: _Round | None, last_round: _Round | None,

@@ -7,6 +7,9 @@ Two ways in, one core:
 - ``Twin.handle(event)`` takes an *input*, folds it, derives the decisions it causes (a balancing
   round on ``balancer.tick``, Smart Paging on ``vm.restarted``), folds those too and returns them.
   A log written from ``handle`` therefore replays through ``apply`` to the same state.
+- ``Twin.ingest(message)`` is the live worker's step: one input message (an event, or a frame of
+  status reports) in, its log entries out, a frame as one entry and a round with its decisions
+  as one entry (``balancer.round``).
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ from . import balancer
 from .errors import Rejected
 from .events import (
     DECISION_TYPES,
+    BalancerRound,
     BalancerTicked,
     Decision,
     HostJoined,
     InputEvent,
     SmartPagingStarted,
+    StatusFrame,
     VmRestarted,
 )
 from .host import apply as fold
+from .host import apply_frame
 from .state import Col, HostState
 
 __all__ = ["Twin"]
@@ -67,33 +73,60 @@ class Twin:
             self.apply(decision)
         return decisions
 
-    def ingest(self, events: list[InputEvent], tick_ms: int = 1000
-               ) -> tuple[list[InputEvent | Decision], list[tuple[int, Rejected]]]:
-        """The live driver's rule: apply a batch of inputs (a frame, or one message), then run a
-        balancing round for each host the batch touched if a tick has passed since its last round.
+    def frame(self, frame: StatusFrame) -> tuple[StatusFrame | None, list[tuple[int, Rejected]]]:
+        """Fold the reports of ``frame`` its host accepts; return them as a frame (None: none was)
+        and the refused ones by index in the frame. Raises ``Rejected`` if the host is unknown."""
+        rejected = apply_frame(self.host(frame.host), frame)
+        if not rejected:
+            return frame, rejected
+        if len(rejected) == len(frame.reports):
+            return None, rejected
+        refused = {k for k, _ in rejected}
+        return frame.model_copy(update={"reports": [r for k, r in enumerate(frame.reports) if k not in refused]}), rejected
 
-        Returns the log entries in order (each accepted input, its decisions, any round and its
-        decisions) and the rejected inputs with their index in the batch. Rounds are recorded as
-        ``balancer.tick`` events, so replaying the log needs no clock.
+    def round(self, host: str, at_ms: int) -> BalancerRound:
+        """Run a balancing round of ``host`` at ``at_ms``, fold it, and return it as one entry."""
+        state = self.host(host)
+        fold(state, BalancerTicked.model_construct(at_ms=at_ms, host=host))
+        decisions = balancer.plan(state, at_ms)
+        for decision in decisions:
+            fold(state, decision)
+        return BalancerRound.model_construct(at_ms=at_ms, host=host, decisions=decisions)
+
+    def ingest(self, message: InputEvent | StatusFrame, tick_ms: int = 1000
+               ) -> tuple[list[InputEvent | Decision | StatusFrame | BalancerRound], list[tuple[int | None, Rejected]]]:
+        """The live driver's rule: fold one input message, then run a balancing round of its host if
+        a tick has passed since the host's last round.
+
+        Returns the log entries in order (the input, or the frame's accepted reports as one frame;
+        any decisions of the input; the round, if one ran, as one entry with its decisions) and the
+        rejected inputs, with their index in the frame (None: the message as a whole). Rounds are
+        recorded, so replaying the log needs no clock.
         """
-        entries: list[InputEvent | Decision] = []
-        rejected: list[tuple[int, Rejected]] = []
-        due: dict[str, int] = {}
-        for index, event in enumerate(events):
+        entries: list[InputEvent | Decision | StatusFrame | BalancerRound] = []
+        if isinstance(message, StatusFrame):
             try:
-                decisions = self.handle(event)
+                kept, refused = self.frame(message)
             except Rejected as error:
-                rejected.append((index, error))
-                continue
-            entries.append(event)
+                return [], [(None, error)]
+            rejected: list[tuple[int | None, Rejected]] = list(refused)
+            if kept is None:
+                return [], rejected
+            entries.append(kept)
+        else:
+            rejected = []
+            try:
+                if isinstance(message, BalancerTicked):  # a round asked for: recorded as the round
+                    return [self.round(message.host, message.at_ms)], rejected
+                decisions = self.handle(message)
+            except Rejected as error:
+                return [], [(None, error)]
+            entries.append(message)
             entries.extend(decisions)
-            due[event.host] = max(due.get(event.host, 0), event.at_ms)
-        for host, at_ms in due.items():
-            state = self.hosts.get(host)
-            if state is not None and at_ms - state.last_round_ms >= tick_ms and at_ms >= state.last_at_ms:
-                tick = BalancerTicked(at_ms=at_ms, host=host)
-                entries.append(tick)
-                entries.extend(self.handle(tick))
+        state = self.hosts.get(message.host)
+        at_ms = message.at_ms
+        if state is not None and at_ms - state.last_round_ms >= tick_ms and at_ms >= state.last_at_ms:
+            entries.append(self.round(message.host, at_ms))
         return entries, rejected
 
     def handle_all(self, events: Iterable[InputEvent]) -> list[Decision]:

@@ -43,7 +43,7 @@ from twin.counters import (
 from twin import __version__
 from twin.engine import Twin
 from twin.errors import Rejected
-from twin.events import DECISION_TYPES, BalancerTicked, VmStopped
+from twin.events import DECISION_TYPES, BalancerTicked, VmStopped, flatten
 from twin.log import Replay, decode
 from twin.scenario import Scenario, simulate
 from twin.state import MemoryStatus
@@ -326,7 +326,8 @@ def test_pipeline_metrics_count_events_decisions_and_dead_letters() -> None:
     registry = CollectorRegistry()
     pipeline = PipelineMetrics(registry)
     twin = Twin()
-    for event in simulate(SCENARIO.model_copy(update={"duration_s": 5}), Twin()):
+    entries = simulate(SCENARIO.model_copy(update={"duration_s": 5}), Twin())
+    for event in (flat for entry in entries for flat in flatten(entry)):
         if isinstance(event, DECISION_TYPES):
             continue
         decisions = twin.handle(event)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ import json
 from streams.processor import HostProcessor, HostRecord, Source
 from twin.chain import unchained
 from twin.engine import Twin
-from twin.events import FrameReport, StatusFrame
+from twin.events import DECISION_TYPES, BalancerRound, FrameReport, StatusFrame
 from twin.log import decode, encode, replay
 from twin.scenario import Fleet, Scenario
 
@@ -55,16 +55,33 @@ def test_the_log_replays_to_the_worker_state_and_rounds_follow_event_time():
     result = replay(log)
     assert result.rejected == []
     assert result.twin.hosts["h"].to_dict() == state.to_dict()
-    ticks = [json.loads(line)["at_ms"] for line in log if b'"balancer.tick"' in line]
+    ticks = [json.loads(line)["at_ms"] for line in log if b'"balancer.round"' in line]
     assert len(ticks) == SCENARIO.duration_s and all(b - a == 1000 for a, b in zip(ticks, ticks[1:]))
+
+
+def test_a_frame_is_one_log_entry_and_a_round_with_its_decisions_another():
+    processor, record, per_frame = HostProcessor(), None, []
+    for offset, value in enumerate(messages()):
+        record, out = processor.process(b"h", value, Source("in", 0, offset), record)
+        if b'"guest.status_frame"' in value:
+            per_frame.append(len(out.log))
+            assert [json.loads(line)["type"] for line in out.log] in (
+                ["guest.status_frame"], ["guest.status_frame", "balancer.round"])
+    assert max(per_frame) == 2
+
 
 
 def test_decisions_can_be_re_derived_from_the_inputs_in_the_log():
     _, log, _ = run(HostProcessor(), messages())
     result = replay(log)
-    inputs = [line for line in log if b'"decision.' not in line]
-    rederived = Twin().handle_all(decode(line) for line in inputs)
-    assert rederived == [unchained(d) for d in result.decisions] and rederived
+    twin, rederived = Twin(), []
+    for line in log:
+        entry = decode(line)
+        if isinstance(entry, BalancerRound):
+            rederived += twin.round(entry.host, entry.at_ms).decisions
+        elif not isinstance(entry, DECISION_TYPES):
+            rederived += twin.handle(entry)
+    assert [unchained(d) for d in result.decisions] == [unchained(d) for d in rederived] and rederived
 
 
 def test_a_record_read_back_from_its_bytes_goes_on_exactly_like_the_one_in_memory():
