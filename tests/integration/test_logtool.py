@@ -10,7 +10,7 @@ from collections import defaultdict
 import pytest
 
 from streams.cli import main
-from streams.logtool import (
+from streams.audit.logtool import (
     ExportFilter,
     _ensure_topic,
     export_log,

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import (
+from streams.ops.metrics import (
     DEAD_LETTER_REASONS,
     LIVE_METRICS,
     MEMORY_STATUSES,

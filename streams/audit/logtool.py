@@ -161,7 +161,7 @@ def open_lines(source: str, topic: str | None = None) -> Iterator[bytes]:
 
 
 def _default_topic() -> str:
-    from .topics import Topics
+    from ..kafka.topics import Topics
 
     return Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin.")).event_log
 

@@ -7,7 +7,7 @@ directory, started detached, and stopped with SIGTERM (SIGKILL as a last resort)
 Standard library only; kafka-python is imported lazily by the readiness check and the
 check degrades to a plain TCP probe when it is not installed.
 
-CLI: ``python -m streams.broker up|down|status [--data-dir DIR] [--port N]``.
+CLI: ``python -m streams.kafka.broker up|down|status [--data-dir DIR] [--port N]``.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from twin.events import InputEvent
     from twin.scenario import load_scenario, simulate
 
-    from .trail import checkpoints_path, rejects_path, write_trail
+    from ..audit.trail import checkpoints_path, rejects_path, write_trail
 
     scenario = load_scenario(args.scenario)
     signer = _signer(args.key)
@@ -46,13 +46,13 @@ def _simulate(args: argparse.Namespace) -> int:
 def _signer(path: str | None):  # type: ignore[no-untyped-def]
     if path is None:
         return None
-    from .keys import load_signer
+    from ..audit.keys import load_signer
 
     return load_signer(path)
 
 
 def _keys_new(args: argparse.Namespace) -> int:
-    from .keys import new_key
+    from ..audit.keys import new_key
 
     private, public, key = new_key(args.path)
     print(f"dmtwin keys: private key {private} (mode 600: keep it secret), public key {public}", file=sys.stderr)
@@ -61,7 +61,7 @@ def _keys_new(args: argparse.Namespace) -> int:
 
 
 def _keys_show(args: argparse.Namespace) -> int:
-    from .keys import load_any
+    from ..audit.keys import load_any
 
     key = load_any(args.path)
     print(f"{key.short}  ed25519, sha256 of the raw public key {key.fingerprint}, public key {key.raw.hex()}")
@@ -74,8 +74,8 @@ def _simulate_to_kafka(args: argparse.Namespace) -> int:
 
     from twin.scenario import load_scenario
 
-    from .feed import feed, parse_kafka_url
-    from .settings import Settings
+    from ..kafka.feed import feed, parse_kafka_url
+    from ..kafka.settings import Settings
 
     settings = Settings()
     scenario = load_scenario(args.scenario)
@@ -97,9 +97,9 @@ def _worker(args: argparse.Namespace) -> int:
 
     import faust
 
-    from .app import Worker
-    from .feed import ensure_topics
-    from .settings import Settings
+    from ..worker.app import Worker
+    from ..kafka.feed import ensure_topics
+    from ..kafka.settings import Settings
 
     overrides = {k: v for k, v in {
         "broker": args.broker, "data_dir": args.data_dir and Path(args.data_dir),
@@ -112,7 +112,7 @@ def _worker(args: argparse.Namespace) -> int:
                               snapshots=f"{settings.app_id}-snapshots"))
     worker = Worker(settings)
     if settings.metrics_port:
-        from .metrics import serve
+        from ..ops.metrics import serve
 
         serve(worker.registry, settings.metrics_port, settings.metrics_host)
     print(f"dmtwin worker: broker {settings.broker}; hosts at "
@@ -140,7 +140,7 @@ def _replay(args: argparse.Namespace) -> int:
     for error in result.rejected:
         print(f"dmtwin replay: rejected {error}", file=sys.stderr)
     if args.serve is not None:
-        from .metrics import serve_replay
+        from ..ops.metrics import serve_replay
 
         serve_replay(result, args.serve)
     return 0
@@ -161,7 +161,7 @@ def _broker_url() -> str:
 
 
 def _event_log_topic(topic: str | None) -> str:
-    from .logtool import _default_topic
+    from ..audit.logtool import _default_topic
 
     return topic or _default_topic()
 
@@ -169,7 +169,7 @@ def _event_log_topic(topic: str | None) -> str:
 def _log_export(args: argparse.Namespace) -> int:
     from twin.audit import parse_time
 
-    from .logtool import ExportFilter, export_log, kafka_url
+    from ..audit.logtool import ExportFilter, export_log, kafka_url
 
     bootstrap = kafka_url(args.source or _broker_url())
     if bootstrap is None:
@@ -183,7 +183,7 @@ def _log_export(args: argparse.Namespace) -> int:
                         hosts=tuple(args.host), partitions=tuple(args.partition), first_offset=first, end_offset=end)
     checkpoints = None
     if args.checkpoints is not None:
-        from .trail import checkpoints_path
+        from ..audit.trail import checkpoints_path
 
         if args.since or args.until or args.offsets or args.max:
             raise ValueError("--checkpoints needs each host's whole log (a checkpoint counts the host's lines "
@@ -204,13 +204,13 @@ def _log_export(args: argparse.Namespace) -> int:
 def _checkpoints_topic(topic: str | None) -> str:
     import os
 
-    from .topics import Topics
+    from ..kafka.topics import Topics
 
     return topic or Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin.")).checkpoints
 
 
 def _log_import(args: argparse.Namespace) -> int:
-    from .logtool import import_log, kafka_url
+    from ..audit.logtool import import_log, kafka_url
 
     bootstrap = kafka_url(args.to)
     if bootstrap is None:
@@ -228,7 +228,7 @@ def _log_import(args: argparse.Namespace) -> int:
 
 def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[no-untyped-def]
     """The log's lines; with ``again``, a function giving them anew (a topic is read once)."""
-    from .logtool import kafka_url, open_lines
+    from ..audit.logtool import kafka_url, open_lines
 
     if not again:
         return open_lines(args.log, args.topic)
@@ -240,8 +240,8 @@ def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[
 
 def _side_file(args: argparse.Namespace, given: str | None, kind: str) -> Path | None:
     """The checkpoints or rejects file: as given, else next to a log file if there is one."""
-    from .logtool import kafka_url
-    from .trail import checkpoints_path, rejects_path
+    from ..audit.logtool import kafka_url
+    from ..audit.trail import checkpoints_path, rejects_path
 
     if given is not None:
         return Path(given)
@@ -258,13 +258,13 @@ def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-d
     heads = json.loads(Path(args.heads).read_text()) if getattr(args, "heads", None) else None
     key = None
     if args.key:
-        from .keys import load_public
+        from ..audit.keys import load_public
 
         key = load_public(args.key)
     checkpoints_file = _side_file(args, args.checkpoints, "checkpoints")
     checkpoint_lines = checkpoints_file.read_bytes().splitlines() if checkpoints_file is not None else None
     if getattr(args, "jobs", 1) > 1:
-        from .logtool import verify_parallel
+        from ..audit.logtool import verify_parallel
 
         result = verify_parallel(lines, args.jobs, heads, key, checkpoint_lines)
     else:
@@ -511,11 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PASSTHROUGH = {
-    "kafka": ("streams.broker", "main", "fetch, start, stop a local single-node Kafka: up | down | status"),
-    "ingest": ("streams.ingest", "ingest_main",
+    "kafka": ("streams.kafka.broker", "main", "fetch, start, stop a local single-node Kafka: up | down | status"),
+    "ingest": ("streams.telemetry.ingest", "ingest_main",
                "turn a telemetry source (perfmon, meminfo, virsh, bitbrains, synthetic) into events"),
-    "agent": ("streams.agent", "agent_main", "report this Linux machine's memory as a guest, every second"),
-    "top": ("streams.top", "top_main", "live table of every VM, like Hyper-V Manager's memory columns"),
+    "agent": ("streams.telemetry.agent", "agent_main", "report this Linux machine's memory as a guest, every second"),
+    "top": ("streams.ops.top", "top_main", "live table of every VM, like Hyper-V Manager's memory columns"),
 }
 """Commands with a parser of their own: ``dmtwin NAME --help`` shows their options."""
 
@@ -526,7 +526,7 @@ def _passthrough(name: str, rest: list[str]) -> int:
     module, function, _ = PASSTHROUGH[name]
     entry = getattr(importlib.import_module(module), function)
     if name == "ingest":
-        from .sink import sink_for
+        from ..telemetry.sink import sink_for
 
         return int(entry(rest, sink_factory=sink_for))
     return int(entry(rest))
@@ -543,6 +543,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dmtwin {args.command}: {error}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
