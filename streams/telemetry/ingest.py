@@ -20,10 +20,11 @@ import argparse
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
-from streams.telemetry.agent import JsonlSink, Sink
 from twin.events import Decision, InputEvent
 from twin.sources import SOURCES, ingest, options, scenario_of
 from twin.sources.errors import SourceProblem
+
+from .jsonl import JsonlSink, Sink
 
 __all__ = ["ingest_main", "build_parser", "file_sink", "OPTION_TYPES"]
 
