@@ -511,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PASSTHROUGH = {
-    "kafka": ("streams.kafka.broker", "main", "fetch, start, stop a local single-node Kafka: up | down | status"),
+    "kafka": ("streams.kafka.command", "main", "fetch, start, stop a local single-node Kafka: up | down | status"),
     "ingest": ("streams.telemetry.ingest", "ingest_main",
                "turn a telemetry source (perfmon, meminfo, virsh, bitbrains, synthetic) into events"),
     "agent": ("streams.telemetry.agent", "agent_main", "report this Linux machine's memory as a guest, every second"),

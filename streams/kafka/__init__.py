@@ -1,7 +1,8 @@
 """Kafka plumbing shared by the worker, the producers and the tools.
 
 ``topics`` (topic names and retention), ``settings`` (the worker's settings from flags and
-``DMTWIN_*``), ``feed`` (creating topics, streaming a scenario in, idempotent delivery) and the
-local single-node broker: ``download`` fetches Kafka from Maven Central, ``broker`` formats, starts,
-probes and stops it (``dmtwin kafka``).
+``DMTWIN_*``) and ``feed`` (creating topics, streaming a scenario in, checked idempotent delivery);
+then the local single-node broker, in four steps: ``download`` fetches Kafka from Maven Central,
+``broker`` (``LocalKafka``) formats, starts and stops it, ``probe`` tells whether it is alive and
+answering, and ``command`` is ``dmtwin kafka up|down|status``.
 """

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.kafka.broker import KafkaError, LocalKafka, broker_answers, fetch_kafka
+from streams.kafka.broker import LocalKafka
+from streams.kafka.download import KafkaError, fetch_kafka
+from streams.kafka.probe import broker_answers
 
 
 def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
