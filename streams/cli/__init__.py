@@ -169,7 +169,8 @@ def _event_log_topic(topic: str | None) -> str:
 def _log_export(args: argparse.Namespace) -> int:
     from twin.audit import parse_time
 
-    from ..audit.logtool import ExportFilter, export_log, kafka_url
+    from ..audit.logtool import kafka_url
+    from ..audit.transfer import ExportFilter, export_log
 
     bootstrap = kafka_url(args.source or _broker_url())
     if bootstrap is None:
@@ -210,7 +211,8 @@ def _checkpoints_topic(topic: str | None) -> str:
 
 
 def _log_import(args: argparse.Namespace) -> int:
-    from ..audit.logtool import import_log, kafka_url
+    from ..audit.logtool import kafka_url
+    from ..audit.transfer import import_log
 
     bootstrap = kafka_url(args.to)
     if bootstrap is None:
@@ -264,7 +266,7 @@ def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-d
     checkpoints_file = _side_file(args, args.checkpoints, "checkpoints")
     checkpoint_lines = checkpoints_file.read_bytes().splitlines() if checkpoints_file is not None else None
     if getattr(args, "jobs", 1) > 1:
-        from ..audit.logtool import verify_parallel
+        from ..audit.parallel import verify_parallel
 
         result = verify_parallel(lines, args.jobs, heads, key, checkpoint_lines)
     else:
