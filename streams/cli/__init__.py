@@ -112,7 +112,7 @@ def _worker(args: argparse.Namespace) -> int:
                               snapshots=f"{settings.app_id}-snapshots"))
     worker = Worker(settings)
     if settings.metrics_port:
-        from ..ops.metrics import serve
+        from ..ops.serving import serve
 
         serve(worker.registry, settings.metrics_port, settings.metrics_host)
     print(f"dmtwin worker: broker {settings.broker}; hosts at "
@@ -140,7 +140,7 @@ def _replay(args: argparse.Namespace) -> int:
     for error in result.rejected:
         print(f"dmtwin replay: rejected {error}", file=sys.stderr)
     if args.serve is not None:
-        from ..ops.metrics import serve_replay
+        from ..ops.serving import serve_replay
 
         serve_replay(result, args.serve)
     return 0

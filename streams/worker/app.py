@@ -39,7 +39,8 @@ from twin.log import Replay
 from twin.report import summary
 from twin.state import HostState
 
-from ..ops.metrics import PipelineMetrics, twin_registry
+from ..ops.pipeline import PipelineMetrics
+from ..ops.serving import twin_registry
 from .ordering import EventTimeMerge
 from .processor import Decoded, HostProcessor, HostRecord, Outputs, Source, dead_letter, decode
 from ..kafka.settings import Settings

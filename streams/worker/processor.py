@@ -33,7 +33,7 @@ from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, InputEvent, Statu
 from twin.log import rejection
 from twin.state import HostState
 
-from ..ops.metrics import rejection_reason
+from ..ops.pipeline import rejection_reason
 
 __all__ = ["Source", "Record", "Outputs", "Decoded", "HostRecord", "HostProcessor", "decode",
            "dead_letter", "RAW_ORIGINAL_BYTES", "DEFAULT_LATENESS_MS"]
@@ -81,7 +81,7 @@ class Outputs:
     addition_commands: list[bytes] = field(default_factory=list)
     dead_letters: list[Record] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    """Why each dead letter was sent: json, type, schema, state or late (streams.ops.metrics)."""
+    """Why each dead letter was sent: json, type, schema, state or late (streams.ops.pipeline)."""
     inputs: list[str] = field(default_factory=list)
     """Type of each accepted input."""
     reports: int = 0

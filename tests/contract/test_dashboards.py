@@ -120,7 +120,7 @@ STANDARD = {"up", "process_cpu_seconds_total", "process_resident_memory_bytes",
             "process_virtual_memory_bytes", "process_start_time_seconds", "process_open_fds",
             "process_max_fds", "python_info"}
 """Prometheus' own ``up`` and what prometheus_client's process and platform collectors expose
-on the worker's registry (streams.ops.metrics.twin_registry)."""
+on the worker's registry (streams.ops.serving.twin_registry)."""
 
 
 def _defined(name: str) -> bool:
