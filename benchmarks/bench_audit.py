@@ -107,7 +107,7 @@ def run_phase(phase: str, path: Path, jobs: int) -> dict[str, float]:
         count, found = checked.events, checked.problems
         assert phase == "verify" or checked.ok, checked.verdict()
     else:
-        from streams.logtool import verify_parallel
+        from streams.audit.parallel import verify_parallel
         from twin.signing import Signer
 
         key = checkpoints = None

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.feed import FeedStats, feed
-from streams.topics import Topics
+from streams.kafka.feed import FeedStats, feed
+from streams.kafka.topics import Topics
 from twin.audit import verify
 from twin.log import replay
 from twin.report import summary

@@ -20,19 +20,16 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import (
+from streams.ops.collectors import LiveCollector
+from streams.ops.metrics import (
     DEAD_LETTER_REASONS,
     LIVE_METRICS,
     MEMORY_STATUSES,
     METRICS,
-    LiveCollector,
-    PipelineMetrics,
     metrics_markdown,
-    rejection_reason,
-    serve,
-    serve_replay,
-    twin_registry,
 )
+from streams.ops.pipeline import PipelineMetrics, rejection_reason
+from streams.ops.serving import serve, serve_replay, twin_registry
 from twin.counters import (
     BalancerCounters,
     VmCounters,

@@ -2,7 +2,7 @@
 
 import json
 
-from streams.processor import HostProcessor, HostRecord, Source
+from streams.worker.processor import HostProcessor, HostRecord, Source
 from twin.chain import unchained
 from twin.engine import Twin
 from twin.events import DECISION_TYPES, BalancerRound, FrameReport, StatusFrame

@@ -1,9 +1,9 @@
 """What the worker does with input messages, without Faust or Kafka: bytes in, records out.
 
-The worker (``streams.app``) drives two steps per message:
+The worker (``streams.worker.app``) drives two steps per message:
 
 1. ``decode``: parse the message (one input event, or a frame of status reports) with the twin's
-   models, so that it can be ordered by event time (``streams.ordering``) before it is folded;
+   models, so that it can be ordered by event time (``streams.worker.ordering``) before it is folded;
 2. ``HostProcessor.fold``: fold it into its host's record with ``Twin.ingest`` (which runs the
    balancing round when a tick is due), collecting every rejected input, and return the log
    entries, commands and dead letters it causes.
@@ -34,7 +34,7 @@ from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, BalancerRound, De
 from twin.log import rejection
 from twin.state import HostState
 
-from .metrics import rejection_reason
+from ..ops.pipeline import rejection_reason
 
 __all__ = ["Source", "Record", "Outputs", "Decoded", "HostRecord", "HostProcessor", "decode",
            "dead_letter", "RAW_ORIGINAL_BYTES", "DEFAULT_LATENESS_MS"]
@@ -82,7 +82,7 @@ class Outputs:
     addition_commands: list[bytes] = field(default_factory=list)
     dead_letters: list[Record] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    """Why each dead letter was sent: json, type, schema, state or late (streams.metrics)."""
+    """Why each dead letter was sent: json, type, schema, state or late (streams.ops.pipeline)."""
     inputs: list[str] = field(default_factory=list)
     """Type of each accepted input."""
     reports: int = 0

@@ -1,14 +1,14 @@
 """The Faust worker: exactly-once folding of each partition's inputs, one transaction per batch.
 
 Faust consumes the two input topics and spreads their partitions over the workers of the consumer
-group; its agent only decodes each message and queues it by partition (``streams.ordering``). A
+group; its agent only decodes each message and queues it by partition (``streams.worker.ordering``). A
 committer task takes what is ready every few milliseconds and, for each partition, in one Kafka
-transaction (``streams.transactions``):
+transaction (``streams.worker.transactions``):
 
-1. folds the messages in event-time order into the hosts' records (``streams.processor``),
+1. folds the messages in event-time order into the hosts' records (``streams.worker.processor``),
    skipping any message the partition's mark says was processed before;
 2. sends the log entries, commands and dead letters, the changed host records and the new mark to
-   the compacted snapshot topic (``streams.snapshots``), a signed checkpoint of each chain it
+   the compacted snapshot topic (``streams.worker.snapshots``), a signed checkpoint of each chain it
    extended when the worker has a key (``DMTWIN_KEY``, docs/audit.md), and the input offsets;
 3. commits. Only then does the worker's memory take the new state.
 
@@ -39,10 +39,11 @@ from twin.log import Replay
 from twin.report import summary
 from twin.state import HostState
 
-from .metrics import PipelineMetrics, twin_registry
+from ..ops.pipeline import PipelineMetrics
+from ..ops.serving import twin_registry
 from .ordering import EventTimeMerge
 from .processor import Decoded, HostProcessor, HostRecord, Outputs, Source, dead_letter, decode
-from .settings import Settings
+from ..kafka.settings import Settings
 from .snapshots import MARK_KEY, PartitionSnapshot, load_partition
 from .transactions import RECOVERY_STEP_S, Fenced, Out, PartitionProducer
 
@@ -86,7 +87,7 @@ class Worker:
         if settings.key_path:
             from twin.signing import Signer
 
-            from .keys import load_private
+            from ..audit.keys import load_private
 
             self.signer = Signer(load_private(settings.key_path))
         self._loading: asyncio.Task[None] | None = None
@@ -348,5 +349,5 @@ class Worker:
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
-    """The Faust app for ``faust -A streams.app worker`` style use."""
+    """The Faust app for ``faust -A streams.worker.app worker`` style use."""
     return Worker(settings or Settings()).app
