@@ -36,8 +36,9 @@ NO_DATA = -1
 """Value of DEMAND, COMMITTED and AVAILABLE before the guest's first status report."""
 
 
-class Col(IntEnum):
-    """Columns of ``VmTable.data``."""
+class Col:
+    """Columns of ``VmTable.data``: plain ints, not an enum, because the fold and the balancer index
+    with them thousands of times a second (an enum member costs a slow attribute lookup each time)."""
 
     STARTUP = 0
     MINIMUM = 1
@@ -74,7 +75,7 @@ class Col(IntEnum):
     FLOOR_UNTIL = 32  # the floor holds until this at_ms
 
 
-N_COLS = len(Col)
+N_COLS = 1 + max(v for k, v in vars(Col).items() if k.isupper())
 
 
 class Pending(IntEnum):
