@@ -38,6 +38,7 @@ from .state import NO_DATA, Col, HostState, Pending
 __all__ = ["BalancerParams", "PARAMS", "Assessment", "assess", "plan", "Decision"]
 
 Decision = BalloonTargetSet | UnballoonRequested | MemoryAdditionRequested | SmartPagingEnded
+_IDLE = int(Pending.NONE)  # an enum member is slow to look up: the round reads it every time
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def assess(state: HostState, at_ms: int, policy: str | None = None) -> Assessmen
         return Assessment(name, params, free, ending, empty, None, empty, empty, empty.astype(bool), empty,
                           False, empty, empty.astype(bool), empty.astype(bool), empty, empty)
 
-    idle = rows[:, Col.PENDING] == Pending.NONE
+    idle = rows[:, Col.PENDING] == _IDLE
     paging = rows[:, Col.PAGING]
     for i in np.flatnonzero(idle & (rows[:, Col.SMART_PAGING] == 1)):
         backed = int(paging[i])

@@ -87,6 +87,9 @@ class Pending(IntEnum):
     HOT_ADD = 3
 
 
+_UNBALLOON, _HOT_ADD = int(Pending.UNBALLOON), int(Pending.HOT_ADD)  # enum members are slow to look up
+
+
 class MemoryStatus:
     """Hyper-V Manager's "Memory Status" values (DOMAIN.md §1.3); ``NONE`` is the blank column."""
 
@@ -217,7 +220,7 @@ class HostState:
         """Memory assigned to VMs plus memory promised to additions in flight."""
         rows = self.vms.rows
         pending = rows[:, Col.PENDING]
-        promised = rows[:, Col.PENDING_MIB][(pending == Pending.UNBALLOON) | (pending == Pending.HOT_ADD)]
+        promised = rows[:, Col.PENDING_MIB][(pending == _UNBALLOON) | (pending == _HOT_ADD)]
         return int(rows[:, Col.ASSIGNED].sum() + promised.sum())
 
     def free_mib(self) -> int:
