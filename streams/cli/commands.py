@@ -308,7 +308,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_explain(args: argparse.Namespace) -> int:
-    from twin.audit import explain, parse_time
+    from twin.audit import parse_time
+    from twin.explain import explain
 
     result = explain(_log_source(args), args.vm, parse_time(args.at), args.host)
     sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
