@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from streams.metrics import metrics_markdown
-from streams.topics import Topics
+from streams.ops.metrics import metrics_markdown
+from streams.kafka.topics import Topics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -8,9 +8,9 @@ from typing import Any
 from twin.events import Decision, GuestStatusReported, InputEvent
 from twin.log import encode
 
-from .agent import JsonlSink, Sink
-from .feed import DELIVERY_TIMEOUT_MS, DeliveryError, parse_kafka_url
-from .topics import Topics
+from ..kafka.feed import DELIVERY_TIMEOUT_MS, DeliveryError, parse_kafka_url
+from ..kafka.topics import Topics
+from .jsonl import JsonlSink, Sink
 
 __all__ = ["KafkaSink", "sink_for"]
 

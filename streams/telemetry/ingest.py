@@ -9,7 +9,7 @@ skipped; ``--strict`` makes any of them fail the command. ``--closed-loop`` runs
 A file target (or ``-``, stdout) gets a log like ``dmtwin simulate -o``'s: hash-chained per host,
 with ``LOG.rejects.jsonl`` beside it (the rows the source could not read and the inputs the twin
 refused, where they would have been) and, with ``--key``, signed checkpoints in
-``LOG.checkpoints.jsonl`` (``streams.trail``). Other targets go to a *sink* made by
+``LOG.checkpoints.jsonl`` (``streams.audit.trail``). Other targets go to a *sink* made by
 ``sink_factory(target)``, e.g. ``kafka://`` (the worker chains and signs what it logs); the default
 factory refuses them.
 """
@@ -20,10 +20,11 @@ import argparse
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
-from streams.agent import JsonlSink, Sink
 from twin.events import Decision, InputEvent
 from twin.sources import SOURCES, ingest, options, scenario_of
 from twin.sources.errors import SourceProblem
+
+from .jsonl import JsonlSink, Sink
 
 __all__ = ["ingest_main", "build_parser", "file_sink", "OPTION_TYPES"]
 
@@ -104,8 +105,8 @@ def ingest_main(argv: Sequence[str] | None = None, sink_factory: Callable[[str],
         refused: list[tuple[InputEvent, Any]] = []
         extra = ""
         if "://" not in args.to:  # a log file (or stdout): chained, with its rejects and checkpoints
-            from streams.keys import load_signer
-            from streams.trail import write_trail
+            from streams.audit.keys import load_signer
+            from streams.audit.trail import write_trail
 
             signer = load_signer(args.key) if args.key else None
             stats = write_trail(_events(args, opts, problems, refused), args.to, signer,
