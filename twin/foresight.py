@@ -54,6 +54,8 @@ class ForesightParams:
     """Samples in a day: a rise seen this long ago is expected again (0: no rhythm)."""
     margin_percent: int = 0
     """Always this much above the forecast (rounding, noise)."""
+    shrink_deadband_percent: int = 5
+    """The mechanism's shrink dead band for this policy (``BalancerParams``), at least 32 MiB."""
 
 
 class Foresight:
@@ -70,9 +72,9 @@ class Foresight:
         self._rises: np.ndarray | None = None
         self._rows: np.ndarray | None = None
         POLICIES[NAME] = self._policy
-        balancer.PARAMS.setdefault(NAME, BalancerParams(reclaim_after_ms=0, grow_deadband_percent=0,
-                                                        grow_deadband_mib=8, shrink_deadband_percent=5,
-                                                        shrink_deadband_mib=32))
+        balancer.PARAMS[NAME] = BalancerParams(
+            reclaim_after_ms=0, grow_deadband_percent=0, grow_deadband_mib=8,
+            shrink_deadband_percent=self.params.shrink_deadband_percent, shrink_deadband_mib=32)
         POLICY_INTERVAL_MS.setdefault(NAME, 1000)
 
     def observe(self, state: HostState, at_ms: int) -> None:
