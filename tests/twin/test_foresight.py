@@ -1,0 +1,94 @@
+"""foresight, dmtwin's own policy: it acts on each VM's history before the next sample shows the need,
+grows fast, shrinks slowly, and keeps every bound of the mechanism. No tuned figure is pinned here."""
+
+from __future__ import annotations
+
+from twin.events import BalancerTicked, BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested
+from twin.foresight import Foresight, ForesightParams
+from twin.invariants import violations
+
+from twin.guest import SimulatedGuest
+
+from .builders import HOST, host, start
+
+STEP = 300_000
+
+
+def feed(twin, f, history: dict[str, list[int]], first: int = 0) -> int:
+    """Windows guests report each VM's demands, one frame per step from step ``first``, and
+    answer every decision (``SimulatedGuest``)."""
+    state = twin.hosts[HOST]
+    guests = GUESTS.setdefault(id(twin), {vm: SimulatedGuest(HOST, vm, "windows", state.vm(vm).assigned_mib)
+                                          for vm in history})
+    at = 0
+    for k in range(len(next(iter(history.values())))):
+        at = (first + k + 1) * STEP
+        for vm, values in history.items():
+            twin.apply(guests[vm].status(at, values[k]))
+        f.observe(state, at)
+        for now in (at, at + 1000, at + 2000):
+            for d in decide(twin, f, now):
+                answer = guests[d.vm].answer(d, now + 200, history[d.vm][k])
+                if answer is not None:
+                    twin.apply(answer)
+    return at
+
+
+GUESTS: dict = {}
+
+
+def decide(twin, f, at: int) -> list:
+    """One round of foresight, folded (the study driver's way)."""
+    twin.apply(BalancerTicked(at_ms=at, host=HOST))
+    decisions = f.plan(twin.hosts[HOST], at)
+    for d in decisions:
+        twin.apply(d)
+    return decisions
+
+
+def targets(decisions) -> dict[str, int]:
+    return {d.vm: d.target_mib for d in decisions
+            if isinstance(d, (BalloonTargetSet, UnballoonRequested, MemoryAdditionRequested))}
+
+
+def test_a_volatile_vm_gets_more_headroom_than_a_steady_one():
+    twin, f = host(total_mib=40_000, reserve_mib=1000), Foresight(ForesightParams(window=12, rhythm=0, hold=1))
+    start(twin, "calm", startup=2048, maximum=16384)
+    start(twin, "jumpy", startup=2048, maximum=16384)
+    feed(twin, f, {"calm": [2000] * 13, "jumpy": [2000, 2600] * 6 + [2000]})
+    calm, jumpy = twin.hosts[HOST].vm("calm"), twin.hosts[HOST].vm("jumpy")
+    assert jumpy.assigned_mib >= 2600  # it rose by 600 every other sample: ready for the next rise
+    assert calm.assigned_mib < 2300
+    assert violations(twin.hosts[HOST]) == []
+
+
+def test_it_grows_before_the_daily_rhythms_peak():
+    # a "day" of 4 samples: the VM rose 3000 MiB at the third sample of the day before
+    twin, f = host(total_mib=40_000, reserve_mib=1000), Foresight(ForesightParams(window=4, rhythm=4, hold=1))
+    start(twin, "a", startup=2048, maximum=16384)
+    day = [1000, 1000, 4000, 1000]
+    at = feed(twin, f, {"a": day + day[:2]})  # now at the second sample of the next day
+    assert twin.hosts[HOST].vm("a").assigned_mib >= 4000  # before the third sample shows it
+    assert at
+
+
+def test_it_shrinks_slowly_after_a_fall():
+    twin, f = host(total_mib=40_000, reserve_mib=1000), Foresight(ForesightParams(window=8, rhythm=0, hold=3))
+    start(twin, "a", startup=2048, maximum=16384)
+    feed(twin, f, {"a": [6000, 6000, 1000]})  # fell to 1000 at the last sample
+    assert twin.hosts[HOST].vm("a").assigned_mib >= 6000  # held: the last three samples' highest
+    feed(twin, f, {"a": [1000, 1000, 1000]}, first=3)
+    assert twin.hosts[HOST].vm("a").assigned_mib < 6000  # and let go once the fall has lasted
+
+
+def test_under_contention_as_few_vms_as_possible_are_short_and_every_bound_holds():
+    twin, f = host(total_mib=9000, reserve_mib=1000), Foresight(ForesightParams(window=4, rhythm=0, hold=1))
+    for vm in ("small1", "small2", "big"):
+        start(twin, vm, startup=1024, minimum=512, maximum=8192)
+    feed(twin, f, {"small1": [1500] * 4, "small2": [1500] * 4, "big": [6000] * 4})
+    state = twin.hosts[HOST]
+    assert violations(state) == []
+    small1, small2, big = (state.vm(v) for v in ("small1", "small2", "big"))
+    assert small1.assigned_mib >= 1500 and small2.assigned_mib >= 1500  # whole
+    assert big.assigned_mib < 6000 and big.assigned_mib >= 512  # the shortage on one VM only
+    assert small1.assigned_mib + small2.assigned_mib + big.assigned_mib <= 8000
