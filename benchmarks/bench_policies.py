@@ -42,6 +42,34 @@ def _task(args: tuple[float, str, int]):
     return capacity, policy, result
 
 
+def _plain(result) -> dict:
+    data = dict(vars(result))
+    data["step_total_mib"] = result.step_total_mib.tolist()
+    return data
+
+
+def report(path: str) -> int:
+    """The table of the hosts every run in ``path`` has finished (an interrupted run's first hosts)."""
+    import numpy as np
+
+    from twin.study import PolicyResult
+
+    parts: dict[tuple[float, str], list] = {}
+    for line in Path(path).read_text().splitlines():
+        item = json.loads(line)
+        data = item["result"]
+        data["step_total_mib"] = np.array(data["step_total_mib"], dtype=np.int64)
+        parts.setdefault((item["capacity"], item["policy"]), []).append(PolicyResult(**data))
+    hosts = min(len(v) for v in parts.values())
+    rows = [{**merge(v[:hosts]).as_dict(), "capacity": c} for (c, _), v in parts.items()]
+    rows.sort(key=lambda r: (-r["capacity"], r["policy"] != "hyperv", r["policy"]))
+    reference = reference_rows(REFERENCE.read_text(), 10) if REFERENCE.exists() and hosts == 10 else {}
+    print(f"July study: 500 VMs, 7 days at trace time, 10 hosts; {hosts} of 10 hosts run"
+          + ("" if hosts == 10 else " (totals over those hosts only: the reference's rows, for all 10, are left out)"))
+    print(format_table(rows, reference))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--capacity", type=float, action="append", help="× Σ 1.2·p95 (default 1.0 and 0.7)")
@@ -49,23 +77,33 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--hosts-run", type=int, default=10, help="run only the first N of the 10 hosts")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--only-at", action="append", default=[], metavar="CAP=POLICY",
+                        help="run POLICY at capacity CAP only (e.g. 0.7=foresight:price_mib=4096)")
+    parser.add_argument("--parts", metavar="FILE", help="append each host's result to FILE (JSON Lines) as it "
+                        "comes; with --report, print the table of what FILE holds (hosts every run has)")
+    parser.add_argument("--report", action="store_true", help="only print the table of --parts FILE")
     args = parser.parse_args()
+    if args.report:
+        return report(args.parts)
     from twin.study import STUDY_POLICIES as POLICIES
 
     capacities = args.capacity or [1.0, 0.7]
     policies = args.policy or list(POLICIES)
-    tasks = [(c, p, h) for c in capacities for p in policies for h in range(args.hosts_run)]
-    tasks.sort(key=lambda t: t[1] != "mom")  # the longest first
+    only = [tuple(x.split("=", 1)) for x in args.only_at]
+    runs = [(c, p) for c in capacities for p in policies if not any(p == q and c != float(k) for k, q in only)]
+    # host by host, every run: at any moment the first hosts are done for all (see --parts)
+    tasks = [(c, p, h) for h in range(args.hosts_run) for c, p in runs]
     began = time.perf_counter()
     parts: dict[tuple[float, str], list] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         for capacity, policy, result in pool.map(_task, tasks):
             parts.setdefault((capacity, policy), []).append(result)
+            if args.parts:
+                with open(args.parts, "a", encoding="utf-8") as out:
+                    out.write(json.dumps({"capacity": capacity, "policy": policy, "host": len(parts[(capacity, policy)]) - 1,
+                                          "result": _plain(result)}) + "\n")
     elapsed = time.perf_counter() - began
-    rows = []
-    for capacity in capacities:
-        for policy in policies:
-            rows.append({**merge(parts[(capacity, policy)]).as_dict(), "capacity": capacity})
+    rows = [{**merge(parts[run]).as_dict(), "capacity": run[0]} for run in runs]
     reference = reference_rows(REFERENCE.read_text(), 10) if REFERENCE.exists() else {}
     print(f"July study: 500 VMs, 7 days at trace time, 10 hosts ({args.hosts_run} run)")
     print(format_table(rows, reference))
