@@ -18,7 +18,7 @@ from html import escape
 from . import __version__
 from .audit import Verification, describe_decision, format_time
 from .signing import short_fingerprint
-from .whatif import Meter, Series, VmUsage, WhatIf
+from .whatif import COMPARE_COLUMNS, Comparison, Meter, Series, VmUsage, WhatIf
 
 __all__ = ["Evidence", "render_report"]
 
@@ -245,8 +245,35 @@ def _hosts(meter: Meter) -> list[str]:
     return sorted({h for h, _ in meter.usage} | set(meter.host_series))
 
 
+def _comparison(table: Comparison) -> str:
+    """Every policy on the log: the table, and Warning time against mean memory as an SVG scatter."""
+    head = ("Warning VM-h", "Low VM-h", "short GiB-h", "mean GiB", "peak GiB", "saved %", "ops", "moved GiB")
+    rows = "".join(f"<tr><td class=l>{escape(name)}</td>" + "".join(
+        f"<td>{v[c]:,.0f}</td>" if c == "operations" else f"<td>{v[c]:,.2f}</td>" for c in COMPARE_COLUMNS) + "</tr>"
+        for name, v in table.rows)
+    w, h, pad = 480, 260, 48
+    xs = [v["mean_gib"] for _, v in table.rows]
+    ys = [v["warning_h"] for _, v in table.rows]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+    dots = "".join(
+        f'<circle cx="{pad + (x - x0) / (x1 - x0) * (w - 2 * pad):.1f}" cy="{h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad):.1f}"'
+        f' r="4" fill="#1f77b4"/><text x="{pad + (x - x0) / (x1 - x0) * (w - 2 * pad) + 6:.1f}" '
+        f'y="{h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad) - 6:.1f}" font-size="11">{escape(name)}</text>'
+        for (name, _), x, y in zip(table.rows, xs, ys))
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+           f'aria-label="Warning VM-hours against mean memory">'
+           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>'
+           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>'
+           f'<text x="{w / 2}" y="{h - 12}" font-size="11" text-anchor="middle">mean GiB ({x0:.1f} – {x1:.1f})</text>'
+           f'<text x="12" y="{pad - 12}" font-size="11">Warning VM-h ({y0:.2f} – {y1:.2f})</text>{dots}</svg>')
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in table.notes)
+    return (f"<h2>Every policy on this log</h2>{notes}<table><tr><th class=l>run</th>"
+            + "".join(f"<th>{escape(c)}</th>" for c in head) + f"</tr>{rows}</table>{svg}")
+
+
 def render_report(run: WhatIf, verification: Verification | None = None, title: str = "dmtwin audit report",
-                  source: str = "", evidence: Evidence | None = None) -> str:
+                  source: str = "", evidence: Evidence | None = None, comparison: Comparison | None = None) -> str:
     """The whole report as one HTML document."""
     parts = [(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>")]
@@ -266,6 +293,8 @@ def render_report(run: WhatIf, verification: Verification | None = None, title: 
         if run.rejected_whatif:
             parts.append(f'<p class="note">{len(run.rejected_whatif)} recorded inputs did not apply in the what-if, '
                          f"e.g. {escape(run.rejected_whatif[0])}</p>")
+    if comparison is not None:
+        parts.append(_comparison(comparison))
     parts += [_host_section(host, run) for host in _hosts(run.actual)]
     parts.append("</body></html>\n")
     return "".join(parts)

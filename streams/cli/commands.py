@@ -343,14 +343,21 @@ def _audit_report(args: argparse.Namespace) -> int:
         times.extend(t for t in (first, last) if t is not None)
 
     checked = _verification(args, measured())
-    changes = Changes(policy=args.whatif_policy) if args.whatif_policy else None
+    comparison = None
+    if args.whatif_policy == "all":
+        from twin.policies import POLICIES
+        from twin.whatif import compare
+
+        comparison = compare(lines, list(POLICIES))
+    changes = Changes(policy=args.whatif_policy) if args.whatif_policy not in (None, "all") else None
     run = whatif(lines(), changes, record=True)
     allow = {"accept_unsigned": args.accept_unsigned, "accept_unchained": args.accept_unchained}
     evidence = Evidence(log_sha256=digest.hexdigest(), first_ms=times[0] if times else None,
                         last_ms=times[1] if times else None, generated_ms=int(time.time() * 1000),
                         key=checked.key, verdict=checked.verdict(**allow), status=checked.status,
                         accepted=checked.accepted(**allow))
-    Path(args.output).write_text(render_report(run, checked, source=args.log, evidence=evidence), encoding="utf-8")
+    Path(args.output).write_text(render_report(run, checked, source=args.log, evidence=evidence,
+                                                comparison=comparison), encoding="utf-8")
     print(f"dmtwin audit report: {args.output}: {checked.verdict(**allow)}", file=sys.stderr)
     return 0
 

@@ -105,8 +105,8 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     r = audit.add_parser("report", help="self-contained HTML report: charts per host and VM, decisions")
     r.add_argument("log", help=log_help)
     r.add_argument("-o", "--output", required=True, help="HTML file to write")
-    r.add_argument("--whatif-policy", choices=("hyperv", "squeezed", "mom", "esx"),
-                   help="also compare with a replay under this policy")
+    r.add_argument("--whatif-policy", choices=("hyperv", "squeezed", "mom", "esx", "all"),
+                   help="also compare with a replay under this policy (all: every policy, a table and a plot)")
     r.add_argument("--topic", help=topic_help)
     _add_signature_options(r)
     r.set_defaults(run=_audit_report)

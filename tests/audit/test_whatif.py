@@ -96,3 +96,13 @@ def test_mom_rounds_every_ten_seconds_of_the_recorded_ticks():
     result = whatif(steady(), Changes(policy="mom"), record=True)
     rounds = result.whatif.host_series["h"].t
     assert all(b - a >= 10_000 for a, b in zip(rounds, rounds[1:]))
+
+
+def test_the_html_report_shows_every_policy_and_the_plot():
+    from twin.htmlreport import render_report
+    from twin.whatif import compare, measure
+
+    lines = chained(fleet(os="windows"))
+    table = compare(lambda: iter(lines), ["hyperv", "mom"])
+    html = render_report(measure(lines, record=True), comparison=table)
+    assert "Every policy on this log" in html and html.count("<circle") == 3 and ">mom</td>" in html
