@@ -85,6 +85,22 @@ def _new_cluster_id() -> str:
 
 
 @dataclass(frozen=True)
+class SecureListener:
+    """Clients reach the broker over SASL_SSL (SCRAM) only; the controller and the broker's own
+    traffic stay on plaintext listeners bound to 127.0.0.1 (``internal_port``).
+
+    ``keystore`` is a PKCS#12 file with the broker's private key and certificate chain; the SCRAM
+    ``users`` (name → password) are written into the metadata log when the data dir is formatted
+    (``kafka-storage format --add-scram``), so they exist before the broker takes a connection."""
+
+    internal_port: int
+    keystore: Path
+    keystore_password: str = field(repr=False)
+    users: dict[str, str] = field(default_factory=dict, repr=False)
+    mechanism: str = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
 class KafkaStatus:
     """Snapshot returned by :meth:`LocalKafka.status`."""
 
@@ -115,6 +131,8 @@ class LocalKafka:
     cache_dir: Path | None = None
     startup_timeout: float = 90.0
     stop_timeout: float = 60.0
+    secure: SecureListener | None = None
+    """Clients on SASL_SSL instead of PLAINTEXT (``port`` is then the SASL_SSL listener)."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +212,7 @@ class LocalKafka:
                     )
                 self._wait_ready()
                 return self.status()
-            if _port_open(self.port) or _port_open(self.controller_port):
+            if any(_port_open(port) for port in self._ports()):
                 raise KafkaError(
                     f"port {self.port} or {self.controller_port} is already in use by another "
                     f"process; choose other ports (--port)"
@@ -234,6 +252,34 @@ class LocalKafka:
             return False
         return b"kafka.Kafka" in args and str(self.config_file).encode() in args
 
+    def _ports(self) -> list[int]:
+        return [self.port, self.controller_port] + ([self.secure.internal_port] if self.secure else [])
+
+    @property
+    def _probe_bootstrap(self) -> str:
+        """Where readiness is probed: the plaintext listener (the internal one with ``secure``)."""
+        return f"localhost:{self.secure.internal_port}" if self.secure else self.bootstrap
+
+    def _secure_properties(self, props: dict[str, str]) -> None:
+        s, p, c = self.secure, self.port, self.controller_port
+        assert s is not None
+        mech = s.mechanism.lower()
+        props.update({
+            "listeners": f"SASL_SSL://127.0.0.1:{p},INTERNAL://127.0.0.1:{s.internal_port},CONTROLLER://127.0.0.1:{c}",
+            "advertised.listeners": f"SASL_SSL://localhost:{p},INTERNAL://localhost:{s.internal_port},"
+                                    f"CONTROLLER://localhost:{c}",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": s.mechanism,
+            f"listener.name.sasl_ssl.{mech}.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(Path(s.keystore).resolve()),
+            "ssl.keystore.password": s.keystore_password,
+            "ssl.key.password": s.keystore_password,
+            "ssl.client.auth": "none",
+        })
+
     def _server_properties(self) -> str:
         p, c = self.port, self.controller_port
         props = {
@@ -256,6 +302,8 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.enable": "true",  # Faust table changelogs are compacted topics
         }
+        if self.secure is not None:
+            self._secure_properties(props)
         lines = ["# Written by dmtwin streams/broker.py; rewritten on every `up`."]
         lines += [f"{k}={v}" for k, v in props.items()]
         return "\n".join(lines) + "\n"
@@ -263,6 +311,7 @@ class LocalKafka:
     def _write_config(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self._server_properties())
+        self.config_file.chmod(0o600)  # it may hold the keystore's password
         self.log4j_file.write_text(_LOG4J2_YAML)
 
     def _java(self, libs: Path) -> list[str]:
@@ -287,6 +336,8 @@ class LocalKafka:
             "kafka.tools.StorageTool", "format", "--standalone",
             "-t", _new_cluster_id(), "-c", str(self.config_file), "-g",
         ]  # fmt: skip
+        for name, password in (self.secure.users.items() if self.secure else ()):
+            cmd += ["--add-scram", f"{self.secure.mechanism}=[name={name},password={password}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise KafkaError(f"formatting {self.kraft_dir} failed:\n{proc.stdout}{proc.stderr}")
@@ -313,7 +364,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise KafkaError(f"Kafka exited during start-up; see {self._log_hint()}")
-            if _port_open(self.port) and broker_answers(self.bootstrap, timeout_s=5.0):
+            if _port_open(self.port) and broker_answers(self._probe_bootstrap, timeout_s=5.0):
                 return
             time.sleep(0.5)
         raise KafkaError(
