@@ -3,6 +3,8 @@
 Kafka is fetched from Maven Central (``streams.kafka.download``), formatted once per data
 directory, started detached, and stopped with SIGTERM (SIGKILL as a last resort).
 
+``secure`` (``streams.kafka.listener``) puts clients on SASL_SSL with SCRAM users.
+
 Standard library only; the readiness check (``streams.kafka.probe``) imports kafka-python
 lazily and degrades to a plain TCP probe when it is not installed.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .download import KafkaError, _locked, fetch_kafka
+from .listener import SecureListener
 from .probe import _pid_alive, _port_open, broker_answers
 
 DEFAULT_PORT = 9092
@@ -82,22 +85,6 @@ def _new_cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cid.startswith("-"):
             return cid
-
-
-@dataclass(frozen=True)
-class SecureListener:
-    """Clients reach the broker over SASL_SSL (SCRAM) only; the controller and the broker's own
-    traffic stay on plaintext listeners bound to 127.0.0.1 (``internal_port``).
-
-    ``keystore`` is a PKCS#12 file with the broker's private key and certificate chain; the SCRAM
-    ``users`` (name → password) are written into the metadata log when the data dir is formatted
-    (``kafka-storage format --add-scram``), so they exist before the broker takes a connection."""
-
-    internal_port: int
-    keystore: Path
-    keystore_password: str = field(repr=False)
-    users: dict[str, str] = field(default_factory=dict, repr=False)
-    mechanism: str = "SCRAM-SHA-512"
 
 
 @dataclass(frozen=True)
@@ -260,26 +247,6 @@ class LocalKafka:
         """Where readiness is probed: the plaintext listener (the internal one with ``secure``)."""
         return f"localhost:{self.secure.internal_port}" if self.secure else self.bootstrap
 
-    def _secure_properties(self, props: dict[str, str]) -> None:
-        s, p, c = self.secure, self.port, self.controller_port
-        assert s is not None
-        mech = s.mechanism.lower()
-        props.update({
-            "listeners": f"SASL_SSL://127.0.0.1:{p},INTERNAL://127.0.0.1:{s.internal_port},CONTROLLER://127.0.0.1:{c}",
-            "advertised.listeners": f"SASL_SSL://localhost:{p},INTERNAL://localhost:{s.internal_port},"
-                                    f"CONTROLLER://localhost:{c}",
-            "inter.broker.listener.name": "INTERNAL",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL",
-            "sasl.enabled.mechanisms": s.mechanism,
-            f"listener.name.sasl_ssl.{mech}.sasl.jaas.config":
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            "ssl.keystore.type": "PKCS12",
-            "ssl.keystore.location": str(Path(s.keystore).resolve()),
-            "ssl.keystore.password": s.keystore_password,
-            "ssl.key.password": s.keystore_password,
-            "ssl.client.auth": "none",
-        })
-
     def _server_properties(self) -> str:
         p, c = self.port, self.controller_port
         props = {
@@ -303,7 +270,7 @@ class LocalKafka:
             "log.cleaner.enable": "true",  # Faust table changelogs are compacted topics
         }
         if self.secure is not None:
-            self._secure_properties(props)
+            props.update(self.secure.properties(self.port, self.controller_port))
         lines = ["# Written by dmtwin streams/broker.py; rewritten on every `up`."]
         lines += [f"{k}={v}" for k, v in props.items()]
         return "\n".join(lines) + "\n"
@@ -336,8 +303,7 @@ class LocalKafka:
             "kafka.tools.StorageTool", "format", "--standalone",
             "-t", _new_cluster_id(), "-c", str(self.config_file), "-g",
         ]  # fmt: skip
-        for name, password in (self.secure.users.items() if self.secure else ()):
-            cmd += ["--add-scram", f"{self.secure.mechanism}=[name={name},password={password}]"]
+        cmd += self.secure.scram_arguments() if self.secure else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise KafkaError(f"formatting {self.kraft_dir} failed:\n{proc.stdout}{proc.stderr}")

@@ -258,7 +258,8 @@ def _context(raw: Mapping[str, tuple[str | None, str]]) -> ssl.SSLContext:
                            "is not: a key goes with its certificate")
     if certfile is not None:
         try:
-            context.load_cert_chain(certfile, keyfile)
+            # An encrypted key fails here rather than OpenSSL prompting on the terminal of a service.
+            context.load_cert_chain(certfile, keyfile, password=lambda: b"")
         except (OSError, ssl.SSLError) as error:
             named = f"{cert_where}={certfile!r}" + (f", {key_where}={keyfile!r}" if keyfile else "")
             raise SettingError(f"{named}: not a readable PEM certificate and matching key "

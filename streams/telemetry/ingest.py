@@ -38,8 +38,9 @@ OPTION_TYPES: dict[str, Callable[[str], Any]] = {
 """Command-line options (``--host-mib`` → ``host_mib``) passed to the source when given."""
 
 
-def file_sink(target: str) -> Sink:
-    """A JSON Lines file sink for ``target`` (overwritten; ``-`` is stdout)."""
+def file_sink(target: str, security: Any = None) -> Sink:
+    """A JSON Lines file sink for ``target`` (overwritten; ``-`` is stdout); ``security`` is for
+    factories that reach Kafka (``sink_for``)."""
     if "://" in target:
         raise ValueError(f"--to {target}: only files are supported here")
     return JsonlSink(target, mode="w")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka.broker import LocalKafka, SecureListener
+from streams.kafka.broker import LocalKafka
+from streams.kafka.listener import SecureListener
 from twin.chain import verify_chain
 
 from .conftest import free_ports
