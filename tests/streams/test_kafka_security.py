@@ -167,3 +167,43 @@ def test_refusals_from_either_library_become_one_line():
     assert refused is not None and str(refused).startswith("Kafka at kafka1:9093 refused the connection "
                                                            "(SASL_SSL, SCRAM-SHA-512 as alice): SASL login failed")
     assert security.refused("kafka1:9093", ConnectionRefusedError(111, "refused")) is None
+
+
+def _client_pair(folder: Path, encrypt: bool = False) -> tuple[Path, Path]:
+    """A self-signed client certificate and its key, PEM."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dmtwin client")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "client.pem", folder / "client.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    encryption = (serialization.BestAvailableEncryption(b"pass") if encrypt else serialization.NoEncryption())
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    return cert_file, key_file
+
+
+def test_a_client_certificate_is_loaded_and_a_bad_or_encrypted_key_named(tmp_path):
+    cert, key = _client_pair(tmp_path)
+    env = {"DMTWIN_KAFKA_SECURITY_PROTOCOL": "SSL", "DMTWIN_KAFKA_SSL_CERTFILE": str(cert),
+           "DMTWIN_KAFKA_SSL_KEYFILE": str(key)}
+    assert isinstance(resolve(env).client()["ssl_context"], ssl.SSLContext)
+    other = tmp_path / "other"
+    other.mkdir()
+    _, wrong = _client_pair(other)
+    with pytest.raises(SettingError, match=r"DMTWIN_KAFKA_SSL_CERTFILE=.*DMTWIN_KAFKA_SSL_KEYFILE=.*not a readable PEM "
+                                           r"certificate and matching key"):
+        resolve({**env, "DMTWIN_KAFKA_SSL_KEYFILE": str(wrong)})
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked_cert, encrypted = _client_pair(locked, encrypt=True)
+    with pytest.raises(SettingError, match="DMTWIN_KAFKA_SSL_KEYFILE"):  # no prompt on a terminal
+        resolve({**env, "DMTWIN_KAFKA_SSL_CERTFILE": str(locked_cert), "DMTWIN_KAFKA_SSL_KEYFILE": str(encrypted)})
