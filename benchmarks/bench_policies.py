@@ -48,18 +48,22 @@ def _plain(result) -> dict:
     return data
 
 
-def report(path: str) -> int:
-    """The table of the hosts every run in ``path`` has finished (an interrupted run's first hosts)."""
+def report(paths: list[str], hosts: int | None = None) -> int:
+    """The table of the first hosts every run in ``paths`` has finished (an interrupted run's)."""
     import numpy as np
 
     from twin.study import PolicyResult
 
     parts: dict[tuple[float, str], list] = {}
-    for line in Path(path).read_text().splitlines():
-        item = json.loads(line)
-        data = item["result"]
-        data["step_total_mib"] = np.array(data["step_total_mib"], dtype=np.int64)
-        parts.setdefault((item["capacity"], item["policy"]), []).append(PolicyResult(**data))
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            item = json.loads(line)
+            data = item["result"]
+            data["step_total_mib"] = np.array(data["step_total_mib"], dtype=np.int64)
+            parts.setdefault((item["capacity"], item["policy"]), []).append(PolicyResult(**data))
+    if hosts is not None:
+        for run in [run for run, v in parts.items() if len(v) < hosts]:
+            print(f"left out: {run[1]} at {run[0]}x has only {len(parts.pop(run))} hosts")
     hosts = min(len(v) for v in parts.values())
     rows = [{**merge(v[:hosts]).as_dict(), "capacity": c} for (c, _), v in parts.items()]
     rows.sort(key=lambda r: (-r["capacity"], r["policy"] != "hyperv", r["policy"]))
@@ -79,12 +83,16 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--only-at", action="append", default=[], metavar="CAP=POLICY",
                         help="run POLICY at capacity CAP only (e.g. 0.7=foresight:price_mib=4096)")
-    parser.add_argument("--parts", metavar="FILE", help="append each host's result to FILE (JSON Lines) as it "
-                        "comes; with --report, print the table of what FILE holds (hosts every run has)")
-    parser.add_argument("--report", action="store_true", help="only print the table of --parts FILE")
+    parser.add_argument("--parts", metavar="FILE", action="append",
+                        help="append each host's result to FILE (JSON Lines) as it comes; with --report, "
+                             "print the table of what the FILEs hold (the first hosts every run has)")
+    parser.add_argument("--report", action="store_true", help="only print the table of the --parts FILEs")
+    parser.add_argument("--report-hosts", type=int, help="with --report: the first N hosts (runs with fewer "
+                        "are left out and named)")
     args = parser.parse_args()
     if args.report:
-        return report(args.parts)
+        return report(args.parts, args.report_hosts)
+    args.parts = args.parts[0] if args.parts else None
     from twin.study import STUDY_POLICIES as POLICIES
 
     capacities = args.capacity or [1.0, 0.7]
