@@ -24,7 +24,6 @@ from .events import (
     Entry,
     FrameReport,
     StatusFrame,
-    Decision,
     GuestCapabilities,
     GuestStatusReported,
     HostJoined,
