@@ -127,7 +127,14 @@ def _replay(args: argparse.Namespace) -> int:
     from twin.report import summary, to_json, to_text
 
     with (open_log(args.log) if args.log != "-" else sys.stdin) as lines:
-        result = replay(lines)
+        if args.openmetrics:
+            from ..ops.history import write_history
+
+            result, history = write_history(lines, args.openmetrics, args.step)
+            print(f"dmtwin replay: {history.series} series, {history.samples} samples at {history.instants} "
+                  f"instants in {args.openmetrics}", file=sys.stderr)
+        else:
+            result = replay(lines)
     data = summary(result, decisions=not args.no_decisions)
     sys.stdout.write(to_json(data) + "\n" if args.json else to_text(data))
     if args.rejects:

@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", metavar="FILE", help="write every rejected line, with its reason, here")
     p.add_argument("--serve", type=int, metavar="PORT",
                    help="then serve the replayed counters for Prometheus until Ctrl-C")
+    p.add_argument("--openmetrics", metavar="FILE",
+                   help="also write the counters over event time as OpenMetrics text, for "
+                   "promtool tsdb create-blocks-from openmetrics FILE DIR (docs/metrics.md)")
+    p.add_argument("--step", type=float, default=60.0, metavar="SECONDS",
+                   help="with --openmetrics: a sample of each series every SECONDS of event time (default 60)")
     p.set_defaults(run=_replay)
 
     p = sub.add_parser("schema", help="write the JSON Schema of every event")
