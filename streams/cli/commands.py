@@ -12,9 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+from .failure import UNREACHABLE, Failure, broker_address, reach_broker
+
 
 def _simulate(args: argparse.Namespace) -> int:
-    if args.to:
+    if args.kafka:
         return _simulate_to_kafka(args)
     from twin.errors import Rejected
     from twin.events import InputEvent
@@ -71,15 +73,16 @@ def _simulate_to_kafka(args: argparse.Namespace) -> int:
 
     from twin.scenario import load_scenario
 
-    from ..kafka.feed import feed, parse_kafka_url
+    from ..kafka.feed import feed
     from ..kafka.settings import Settings
 
     settings = Settings()
     scenario = load_scenario(args.scenario)
+    bootstrap = reach_broker(args.kafka)
     if not args.keep_start:  # live runs happen now: event time follows the wall clock from here
         scenario = scenario.model_copy(update={"start_ms": int(time.time()) * 1000})
     try:
-        stats = asyncio.run(feed(scenario, parse_kafka_url(args.to), settings.topics, speed=args.speed,
+        stats = asyncio.run(feed(scenario, bootstrap, settings.topics, speed=args.speed,
                                  per_guest=args.per_guest, partitions=settings.partitions, loop=args.forever))
     except KeyboardInterrupt:
         return 0
@@ -99,11 +102,13 @@ def _worker(args: argparse.Namespace) -> int:
     from ..kafka.settings import Settings
 
     overrides = {k: v for k, v in {
-        "broker": args.broker, "data_dir": args.data_dir and Path(args.data_dir),
+        "broker": args.kafka and broker_address(args.kafka), "data_dir": args.data_dir and Path(args.data_dir),
         "partitions": args.partitions, "web_host": args.web_host, "web_port": args.web_port,
         "metrics_host": args.metrics_host, "metrics_port": args.metrics_port, "app_id": args.app_id,
         "lateness_ms": args.lateness_ms, "key_path": args.key}.items() if v is not None}
     settings = dataclasses.replace(Settings(), **overrides)
+    reach_broker(settings.broker, "--kafka" if args.kafka else "DMTWIN_BROKER")
+    _check_ports(settings)
     # Topics first: a consumer group ignores topics that do not exist when it joins.
     asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
                               snapshots=f"{settings.app_id}-snapshots"))
@@ -120,6 +125,25 @@ def _worker(args: argparse.Namespace) -> int:
     except SystemExit as done:
         return int(done.code or 0)
     return 0
+
+
+def _check_ports(settings) -> None:  # type: ignore[no-untyped-def]
+    """``Failure`` (exit 5) naming the port and its option if another program holds it: else
+    Faust would log the error and keep running without its pages."""
+    import socket
+
+    for port, host, option in ((settings.web_port, settings.web_host, "--web-port"),
+                               (settings.metrics_port, settings.metrics_host, "--metrics-port")):
+        if not port:
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                raise Failure(f"port {port} on {host} ({option}) is taken ({(error.strerror or str(error)).lower()}): "
+                              f"stop the program that holds it, or choose another with {option} PORT",
+                              UNREACHABLE) from None
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -153,15 +177,20 @@ def _replay(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from twin.schema import write_schemas
 
-    written = write_schemas(Path(args.out))
-    print(f"dmtwin schema: {len(written)} schemas in {args.out}", file=sys.stderr)
+    out = args.output or "docs/schemas"
+    written = write_schemas(Path(out))
+    print(f"dmtwin schema: {len(written)} schemas in {out}", file=sys.stderr)
     return 0
 
 
-def _broker_url() -> str:
+def _broker(args: argparse.Namespace) -> str:
+    """The broker of ``--kafka``, else ``$DMTWIN_BROKER``, else localhost:9092, once something
+    listens there (``Failure`` at once, exit 5, if nothing does)."""
     import os
 
-    return "kafka://" + os.environ.get("DMTWIN_BROKER", "localhost:9092")
+    if args.kafka:
+        return reach_broker(args.kafka)
+    return reach_broker(os.environ.get("DMTWIN_BROKER", "localhost:9092"), "DMTWIN_BROKER")
 
 
 def _event_log_topic(topic: str | None) -> str:
@@ -173,12 +202,9 @@ def _event_log_topic(topic: str | None) -> str:
 def _log_export(args: argparse.Namespace) -> int:
     from twin.audit import parse_time
 
-    from ..audit.logtool import kafka_url
     from ..audit.transfer import ExportFilter, export_log
 
-    bootstrap = kafka_url(args.source or _broker_url())
-    if bootstrap is None:
-        raise ValueError(f"--from={args.source!r}: expected kafka://HOST:PORT")
+    bootstrap = _broker(args)
     first = end = None
     if args.offsets:
         low, _, high = args.offsets.partition(":")
@@ -215,12 +241,9 @@ def _checkpoints_topic(topic: str | None) -> str:
 
 
 def _log_import(args: argparse.Namespace) -> int:
-    from ..audit.logtool import kafka_url
     from ..audit.transfer import import_log
 
-    bootstrap = kafka_url(args.to)
-    if bootstrap is None:
-        raise ValueError(f"--to={args.to!r}: expected kafka://HOST:PORT")
+    bootstrap = _broker(args)
     signer = _signer(args.key)
     stats = import_log(args.file, bootstrap, _event_log_topic(args.topic), skip=args.skip,
                        partitions=args.partitions, max_messages=args.max, signer=signer,
@@ -236,6 +259,10 @@ def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[
     """The log's lines; with ``again``, a function giving them anew (a topic is read once)."""
     from ..audit.logtool import kafka_url, open_lines
 
+    if kafka_url(args.log) is not None:
+        reach_broker(args.log, "LOG")
+    elif args.log != "-" and not Path(args.log).is_file():
+        raise Failure(f"{args.log}: no such file: give a log file, - for stdin, or kafka://HOST:PORT")
     if not again:
         return open_lines(args.log, args.topic)
     if kafka_url(args.log) is None and args.log != "-":

@@ -21,7 +21,25 @@ from .commands import (
     _worker,
 )
 
-__all__ = ["build_parser", "PASSTHROUGH"]
+__all__ = ["build_parser", "PASSTHROUGH", "add_kafka_option"]
+
+BROKER_DEFAULT = "default $DMTWIN_BROKER, else localhost:9092"
+
+
+def add_kafka_option(p: argparse.ArgumentParser, purpose: str, *old: str, default: bool = True) -> None:
+    """``--kafka HOST:PORT``, the broker, named the same in every command; ``old`` spellings of it
+    still work but are not shown in the help."""
+    p.add_argument("--kafka", metavar="HOST:PORT",
+                   help=f"Kafka broker {purpose} (kafka://HOST:PORT too" + (f"; {BROKER_DEFAULT})" if default else ")"))
+    for spelling in old:
+        p.add_argument(spelling, dest="kafka", help=argparse.SUPPRESS)
+
+
+def add_output_option(p: argparse.ArgumentParser, help: str, *old: str, required: bool = False) -> None:
+    """``-o/--output FILE``, what a command writes, named the same in every command."""
+    p.add_argument("-o", "--output", metavar="FILE", required=required, help=help)
+    for spelling in old:
+        p.add_argument(spelling, dest="output", help=argparse.SUPPRESS)
 
 
 def _add_signature_options(p: argparse.ArgumentParser) -> None:
@@ -56,7 +74,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     log = p.add_subparsers(dest="log_command", required=True)
     e = log.add_parser("export", help="write the event-log topic (or part of it) to a file; resumable")
     e.add_argument("file", help="JSON Lines file to write (.gz compresses); an interrupted export resumes")
-    e.add_argument("--from", dest="source", metavar="kafka://HOST:PORT", help="broker (default $DMTWIN_BROKER)")
+    add_kafka_option(e, "to read", "--from")
     e.add_argument("--topic", help="topic to export (default: $DMTWIN_TOPIC_PREFIX + event-log)")
     e.add_argument("--since", metavar="TIME", help="only events at or after TIME (at_ms or ISO-8601 UTC)")
     e.add_argument("--until", metavar="TIME", help="only events at or before TIME")
@@ -71,7 +89,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     e.set_defaults(run=_log_export)
     i = log.add_parser("import", help="send a log file to a topic, keyed by host, in order; resumable")
     i.add_argument("file", help="JSON Lines file (.gz allowed)")
-    i.add_argument("--to", required=True, metavar="kafka://HOST:PORT")
+    add_kafka_option(i, "to write to", "--to")
     i.add_argument("--topic", help="topic to write (default: $DMTWIN_TOPIC_PREFIX + event-log)")
     i.add_argument("--skip", type=int, metavar="N", help="start after the first N lines (default: resume)")
     i.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created (default 4)")
@@ -103,7 +121,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     x.set_defaults(run=_audit_explain)
     r = audit.add_parser("report", help="self-contained HTML report: charts per host and VM, decisions")
     r.add_argument("log", help=log_help)
-    r.add_argument("-o", "--output", required=True, help="HTML file to write")
+    add_output_option(r, "HTML file to write", required=True)
     r.add_argument("--whatif-policy", choices=("hyperv", "squeezed", "mom", "esx"),
                    help="also compare with a replay under this policy")
     r.add_argument("--topic", help=topic_help)
@@ -126,30 +144,35 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 def build_parser() -> argparse.ArgumentParser:
     from twin import __version__
 
-    parser = argparse.ArgumentParser(prog="dmtwin", description="A digital twin of Hyper-V Dynamic Memory.")
+    parser = argparse.ArgumentParser(prog="dmtwin", description="A digital twin of Hyper-V Dynamic Memory.",
+                                     epilog="Exit codes: 0 done, 1 the answer is no, 2 bad input, 3/4 audit verify "
+                                     "UNSIGNED/UNCHAINED, 5 broker or port unavailable, 70 a bug, 130 Ctrl-C "
+                                     "(docs/cli.md).")
     parser.add_argument("--version", action="version", version=f"dmtwin {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on a failure, print the traceback too (any command; or DMTWIN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="run a scenario and write its event log (JSON Lines)")
     p.add_argument("scenario", help="scenario file (.toml or .json), see examples/")
-    p.add_argument("-o", "--output", help="log file to write (.gz compresses); default stdout")
-    p.add_argument("--to", metavar="kafka://HOST:PORT",
-                   help="stream to Kafka instead, and answer the twin's commands as the guests would")
+    add_output_option(p, "log file to write (.gz compresses); default stdout")
+    add_kafka_option(p, "to stream to instead, answering the twin's commands as the guests would", "--to",
+                     default=False)
     p.add_argument("--speed", type=float, default=1.0,
-                   help="with --to: event seconds per wall second (1 = real time, 0 = as fast as possible)")
+                   help="with --kafka: event seconds per wall second (1 = real time, 0 = as fast as possible)")
     p.add_argument("--per-guest", action="store_true",
-                   help="with --to: one message per guest report instead of one frame per host and second")
+                   help="with --kafka: one message per guest report instead of one frame per host and second")
     p.add_argument("--forever", action="store_true",
-                   help="with --to: go on until stopped, the workloads starting over after duration_s")
+                   help="with --kafka: go on until stopped, the workloads starting over after duration_s")
     p.add_argument("--keep-start", action="store_true",
-                   help="with --to: use the scenario's start_ms instead of the current time")
+                   help="with --kafka: use the scenario's start_ms instead of the current time")
     p.add_argument("--key", metavar="PRIVATE", help="with -o FILE: sign checkpoints into FILE.checkpoints.jsonl")
     p.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
                    help="with --key: a checkpoint per host every SECONDS of event time, and at the end (default 10)")
     p.set_defaults(run=_simulate)
 
     p = sub.add_parser("worker", help="run the Faust worker (several share hosts through the consumer group)")
-    p.add_argument("--broker", help="Kafka bootstrap host:port (default $DMTWIN_BROKER or localhost:9092)")
+    add_kafka_option(p, "to consume from and produce to", "--broker")
     p.add_argument("--data-dir", help="where Faust keeps its own files (the hosts' state lives in Kafka)")
     p.add_argument("--partitions", type=int, help="partitions of the input topics (default 4)")
     p.add_argument("--web-host", help="address of the /hosts/ page (default 127.0.0.1; 0.0.0.0 for all)")
@@ -161,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lateness-ms", type=int,
                    help="how late an input may arrive and still be folded (default 300000)")
     p.add_argument("--app-id", help="consumer group (default dmtwin)")
-    p.add_argument("--loglevel", default="warning")
+    p.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error", "critical"),
+                   help="how much Faust logs (default warning)")
     p.set_defaults(run=_worker)
 
     p = sub.add_parser("replay", help="fold an event log and print state, decisions and counters")
@@ -179,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_replay)
 
     p = sub.add_parser("schema", help="write the JSON Schema of every event")
-    p.add_argument("--out", default="docs/schemas", help="folder to write to (default docs/schemas)")
+    add_output_option(p, "folder to write to (default docs/schemas)", "--out")
     p.set_defaults(run=_schema)
 
     _add_audit_commands(sub)
