@@ -55,4 +55,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] and argv[0] in PASSTHROUGH:
         return run_reporting(f"dmtwin {argv[0]}", lambda: _passthrough(argv[0], argv[1:]), debug)
     args = build_parser().parse_args(argv)
+    args.words = _command(args).split()[1:]
     return run_reporting(_command(args), lambda: args.run(args), debug)

@@ -150,7 +150,10 @@ def _replay(args: argparse.Namespace) -> int:
     from twin.log import open_log, replay
     from twin.report import summary, to_json, to_text
 
-    with (open_log(args.log) if args.log != "-" else sys.stdin) as lines:
+    from .progress import with_progress
+
+    with (open_log(args.log) if args.log != "-" else sys.stdin) as file:
+        lines = with_progress(file, args.log, "replay")
         if args.openmetrics:
             from ..ops.history import write_history
 
@@ -263,11 +266,14 @@ def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[
         reach_broker(args.log, "LOG")
     elif args.log != "-" and not Path(args.log).is_file():
         raise Failure(f"{args.log}: no such file: give a log file, - for stdin, or kafka://HOST:PORT")
+    from .progress import with_progress
+
+    what = " ".join(getattr(args, "words", ["reading"]))
     if not again:
-        return open_lines(args.log, args.topic)
+        return with_progress(open_lines(args.log, args.topic), args.log, what)
     if kafka_url(args.log) is None and args.log != "-":
-        return lambda: open_lines(args.log, args.topic)
-    lines = list(open_lines(args.log, args.topic))
+        return lambda: with_progress(open_lines(args.log, args.topic), args.log, what)
+    lines = list(with_progress(open_lines(args.log, args.topic), args.log, what))
     return lambda: iter(lines)
 
 

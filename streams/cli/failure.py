@@ -71,7 +71,10 @@ def reach_broker(bootstrap: str, flag: str = "--kafka", timeout_s: float = 3.0) 
             why = f"no answer within {timeout_s:g} s"
         except OSError as error:
             why = (error.strerror or str(error)).lower()
-    raise Failure(f"cannot reach the Kafka broker at {bootstrap} ({why}): {BROKER_HINT}", UNREACHABLE)
+    hint = {"LOG": "start one with 'dmtwin kafka up', or give its address as kafka://HOST:PORT",
+            "DMTWIN_BROKER": "start one with 'dmtwin kafka up', or give its address with --kafka HOST:PORT "
+                             "(or DMTWIN_BROKER)"}.get(flag, BROKER_HINT)
+    raise Failure(f"cannot reach the Kafka broker at {bootstrap} ({why}): {hint}", UNREACHABLE)
 
 
 def _is_kafka_error(error: BaseException) -> bool:
@@ -117,6 +120,11 @@ def run_reporting(command: str, run: Callable[[], int], debug: bool = False) -> 
         return int(run())
     except SystemExit:
         raise
+    except BrokenPipeError:  # the reader went away (| head): nothing to say to it
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
     except BaseException as error:  # noqa: BLE001 - every failure becomes a line and an exit code
         message, code = describe(error)
         if debug:

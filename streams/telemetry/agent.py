@@ -105,7 +105,7 @@ def run_agent(host: str, vm: str, sink: Sink, interval_s: float = 1.0, count: in
 
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
-    """``dmtwin agent --host H --vm V [--interval 1] [--count N] --to FILE``."""
+    """``dmtwin agent --host H --vm V [--interval 1] [--count N] [-o FILE | --kafka HOST:PORT]``."""
     import argparse
     import socket
 
@@ -113,14 +113,21 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="hyperv-host", help="name of the Hyper-V host this guest runs on")
     parser.add_argument("--vm", default=socket.gethostname(), help="name of this VM (default: hostname)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports (default 1)")
-    parser.add_argument("--count", type=int, help="stop after this many reports")
+    parser.add_argument("--count", type=int, help="stop after this many reports (default: until Ctrl-C)")
     parser.add_argument("--host-mib", type=int, help="the host's memory (default: VM maximum + reserve)")
-    parser.add_argument("--proc-root", default="/proc")
-    parser.add_argument("--to", default="-",
-                        help="kafka://HOST:PORT, or a JSON Lines file to append to (default stdout)")
+    parser.add_argument("--proc-root", default="/proc", help="where /proc is mounted (default /proc)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="JSON Lines file to append to (default stdout)")
+    parser.add_argument("--kafka", metavar="HOST:PORT", help="send to the twin's input topics on this Kafka broker "
+                        "instead (kafka://HOST:PORT too)")
+    parser.add_argument("--to", help=argparse.SUPPRESS)  # the old spelling: a file, or kafka://HOST:PORT
     args = parser.parse_args(argv)
     problems: list[SourceProblem] = []
+    from .ingest import target_of
     from .sink import sink_for
+
+    if not (args.kafka or args.output or args.to):
+        args.output = "-"
+    args.to = target_of(parser, args)
 
     sink = sink_for(args.to, append=True)
     try:
