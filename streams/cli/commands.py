@@ -63,6 +63,10 @@ def _keys_show(args: argparse.Namespace) -> int:
     from ..audit.keys import load_any
 
     key = load_any(args.path)
+    if args.json:
+        print(json.dumps({"fingerprint": key.short, "sha256": key.fingerprint, "public_key": key.raw.hex(),
+                          "algorithm": "ed25519"}, indent=2))
+        return 0
     print(f"{key.short}  ed25519, sha256 of the raw public key {key.fingerprint}, public key {key.raw.hex()}")
     return 0
 
@@ -95,10 +99,6 @@ def _worker(args: argparse.Namespace) -> int:
     import asyncio
     import dataclasses
 
-    import faust
-
-    from ..worker.app import Worker
-    from ..kafka.feed import ensure_topics
     from ..kafka.settings import Settings
 
     overrides = {k: v for k, v in {
@@ -107,8 +107,14 @@ def _worker(args: argparse.Namespace) -> int:
         "metrics_host": args.metrics_host, "metrics_port": args.metrics_port, "app_id": args.app_id,
         "lateness_ms": args.lateness_ms, "key_path": args.key}.items() if v is not None}
     settings = dataclasses.replace(Settings(), **overrides)
-    reach_broker(settings.broker, "--kafka" if args.kafka else "DMTWIN_BROKER")
     _check_ports(settings)
+    reach_broker(settings.broker, "--kafka" if args.kafka else "DMTWIN_BROKER")
+
+    import faust
+
+    from ..kafka.feed import ensure_topics
+    from ..worker.app import Worker
+
     # Topics first: a consumer group ignores topics that do not exist when it joins.
     asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
                               snapshots=f"{settings.app_id}-snapshots"))

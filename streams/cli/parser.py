@@ -58,11 +58,12 @@ def _add_keys_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p = sub.add_parser("keys", help="Ed25519 signing keys for the checkpoints: new | show")
     keys = p.add_subparsers(dest="keys_command", required=True)
     n = keys.add_parser("new", help="create a private key PATH (PEM, mode 600) and its public key PATH.pub")
-    n.add_argument("path")
+    n.add_argument("path", help="where to write the private key (the public key goes to PATH.pub)")
     n.set_defaults(run=_keys_new)
     s = keys.add_parser("show", help="the key's fingerprint (SHA256: and 16 hex digits of sha256 of the raw "
                         "public key), from the private or the public key file")
-    s.add_argument("path")
+    s.add_argument("path", help="the private key, or its .pub")
+    s.add_argument("--json", action="store_true", help="print JSON: fingerprint, sha256, public key")
     s.set_defaults(run=_keys_show)
 
 
@@ -113,7 +114,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     v.set_defaults(run=_audit_verify)
     x = audit.add_parser("explain", help="a VM's state at a moment, its last decision and why, in words")
     x.add_argument("log", help=log_help)
-    x.add_argument("--vm", required=True)
+    x.add_argument("--vm", required=True, help="the VM's name")
     x.add_argument("--at", required=True, metavar="TIME", help="at_ms or ISO-8601 UTC, e.g. 2026-01-01T00:05:00Z")
     x.add_argument("--host", help="the VM's host, if several hosts have a VM of that name")
     x.add_argument("--topic", help=topic_help)
@@ -130,7 +131,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
     w = sub.add_parser("whatif", help="replay the recorded inputs with another policy, host size or settings")
     w.add_argument("log", help=log_help)
-    w.add_argument("--policy", choices=("hyperv", "squeezed", "mom", "esx"))
+    w.add_argument("--policy", choices=("hyperv", "squeezed", "mom", "esx"), help="every host's balancer policy")
     w.add_argument("--host-mib", type=int, metavar="N", help="every host's total memory")
     w.add_argument("--reserve-mib", type=int, metavar="N", help="every host's reserve")
     w.add_argument("--set", action="append", default=[], metavar="VM.field=value",

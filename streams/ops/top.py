@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from twin.report import table
 
-__all__ = ["render", "top_main", "fetch", "NotAWorker", "SORT_KEYS"]
+__all__ = ["render", "top_main", "build_parser", "fetch", "NotAWorker", "SORT_KEYS"]
 
 COLUMNS = (
     ("VM", "name", "<"), ("Assigned", "assigned_mib", ">"), ("Demand", "demand_mib", ">"),
@@ -118,10 +118,9 @@ def _use_colour(choice: str) -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
-def top_main(argv: Sequence[str] | None = None) -> int:
+def build_parser():  # type: ignore[no-untyped-def]
+    """``dmtwin top``'s options."""
     import argparse
-
-    from streams.cli.failure import UNREACHABLE, Failure
 
     parser = argparse.ArgumentParser(prog="dmtwin top", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", action="append", help="a worker's /hosts/ page; repeat for several "
@@ -135,7 +134,13 @@ def top_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--color", "--colour", choices=("auto", "always", "never"), default="auto",
                         help="colour the Memory Status: auto (on a terminal, unless NO_COLOR is set), always, never")
     parser.add_argument("--json", action="store_true", help="print the hosts of the pages once, as JSON, and exit")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def top_main(argv: Sequence[str] | None = None) -> int:
+    from streams.cli.failure import UNREACHABLE, Failure
+
+    args = build_parser().parse_args(argv)
     urls = args.url or ["http://localhost:6066/hosts/"]
     colour = _use_colour(args.color)
     once = args.once or args.json

@@ -37,7 +37,7 @@ from twin.sources.observed import (
 
 from .jsonl import JsonlSink, Sink
 
-__all__ = ["Sink", "JsonlSink", "run_agent", "agent_main", "HV_BALLOON_PATH"]
+__all__ = ["Sink", "JsonlSink", "run_agent", "agent_main", "build_parser", "HV_BALLOON_PATH"]
 
 HV_BALLOON_PATH = "/sys/kernel/debug/hv-balloon"
 
@@ -104,8 +104,8 @@ def run_agent(host: str, vm: str, sink: Sink, interval_s: float = 1.0, count: in
     return sent
 
 
-def agent_main(argv: Sequence[str] | None = None) -> int:
-    """``dmtwin agent --host H --vm V [--interval 1] [--count N] [-o FILE | --kafka HOST:PORT]``."""
+def build_parser():  # type: ignore[no-untyped-def]
+    """``dmtwin agent``'s options."""
     import argparse
     import socket
 
@@ -120,6 +120,12 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kafka", metavar="HOST:PORT", help="send to the twin's input topics on this Kafka broker "
                         "instead (kafka://HOST:PORT too)")
     parser.add_argument("--to", help=argparse.SUPPRESS)  # the old spelling: a file, or kafka://HOST:PORT
+    return parser
+
+
+def agent_main(argv: Sequence[str] | None = None) -> int:
+    """``dmtwin agent --host H --vm V [--interval 1] [--count N] [-o FILE | --kafka HOST:PORT]``."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     problems: list[SourceProblem] = []
     from .ingest import target_of
