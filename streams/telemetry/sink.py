@@ -57,5 +57,7 @@ class KafkaSink:
 def sink_for(target: str, append: bool = False) -> Sink:
     """``kafka://HOST:PORT`` → a ``KafkaSink``; anything else is a JSON Lines file (``-``: stdout)."""
     if target.startswith("kafka://"):
-        return KafkaSink(parse_kafka_url(target))
+        from ..cli.failure import reach_broker  # at once, not after the client's 30 s timeout
+
+        return KafkaSink(reach_broker(parse_kafka_url(target), "--kafka"))
     return JsonlSink(target, mode="a" if append else "w")
