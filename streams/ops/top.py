@@ -134,6 +134,8 @@ def build_parser():  # type: ignore[no-untyped-def]
     parser.add_argument("--color", "--colour", choices=("auto", "always", "never"), default="auto",
                         help="colour the Memory Status: auto (on a terminal, unless NO_COLOR is set), always, never")
     parser.add_argument("--json", action="store_true", help="print the hosts of the pages once, as JSON, and exit")
+    parser.add_argument("--title", metavar="TEXT", default="",
+                        help="lines to keep above the table at every redraw (scripts/run's URLs)")
     return parser
 
 
@@ -163,7 +165,8 @@ def top_main(argv: Sequence[str] | None = None) -> int:
             if once:
                 sys.stdout.write(screen)
                 return 0
-            sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  dmtwin top") +
+            title = args.title.rstrip("\n") + "\n\n" if args.title else ""
+            sys.stdout.write("\x1b[H\x1b[2J" + title + time.strftime("%H:%M:%S  dmtwin top") +
                              f"  (sorted by {args.sort}{', reversed' if args.reverse else ''}; Ctrl-C to quit)\n\n" +
                              screen)
             sys.stdout.flush()
