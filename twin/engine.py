@@ -30,7 +30,7 @@ from .events import (
     VmRestarted,
 )
 from .host import apply as fold
-from .host import apply_frame
+from .host import apply_frame, fold_round
 from .state import Col, HostState
 
 __all__ = ["Twin"]
@@ -87,11 +87,11 @@ class Twin:
     def round(self, host: str, at_ms: int) -> BalancerRound:
         """Run a balancing round of ``host`` at ``at_ms``, fold it, and return it as one entry."""
         state = self.host(host)
-        fold(state, BalancerTicked.model_construct(at_ms=at_ms, host=host))
+        fold(state, BalancerTicked(at_ms=at_ms, host=host))
         decisions = balancer.plan(state, at_ms)
-        for decision in decisions:
-            fold(state, decision)
-        return BalancerRound.model_construct(at_ms=at_ms, host=host, decisions=decisions)
+        if decisions:
+            fold_round(state, at_ms, decisions)
+        return BalancerRound(at_ms=at_ms, host=host, decisions=decisions)
 
     def ingest(self, message: InputEvent | StatusFrame, tick_ms: int = 1000
                ) -> tuple[list[InputEvent | Decision | StatusFrame | BalancerRound], list[tuple[int | None, Rejected]]]:
@@ -132,6 +132,17 @@ class Twin:
     def handle_all(self, events: Iterable[InputEvent]) -> list[Decision]:
         """``handle`` each input in turn; return every decision."""
         return [d for event in events for d in self.handle(event)]
+
+    def rederive(self, entries: Iterable[InputEvent | Decision | StatusFrame | BalancerRound]) -> list[Decision]:
+        """Every decision a log's inputs lead to: recorded decisions are skipped, each round is run
+        again (``round``) and each other input handled."""
+        decisions: list[Decision] = []
+        for entry in entries:
+            if isinstance(entry, BalancerRound):
+                decisions += self.round(entry.host, entry.at_ms).decisions
+            elif not isinstance(entry, DECISION_TYPES):
+                decisions += self.handle(entry)  # type: ignore[arg-type]
+        return decisions
 
     def _smart_paging(self, event: VmRestarted) -> list[Decision]:
         """Smart Paging is used only when a restarting VM cannot get its Startup RAM (§1.6)."""

@@ -296,6 +296,25 @@ def _side_file(args: argparse.Namespace, given: str | None, kind: str) -> Path |
     return path if path.exists() else None
 
 
+PARALLEL_FROM_BYTES = 16 << 20
+"""A log file at least this big is verified on every core unless ``--jobs`` says otherwise (smaller
+ones finish before the processes would have started)."""
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """Processes for verify: ``--jobs``, else every core for a big log file."""
+    import os
+
+    from ..audit.logtool import kafka_url
+
+    jobs = getattr(args, "jobs", 1)
+    if jobs is not None:
+        return max(1, jobs)
+    if args.log == "-" or kafka_url(args.log) is not None or not Path(args.log).is_file():
+        return 1
+    return (os.cpu_count() or 1) if Path(args.log).stat().st_size >= PARALLEL_FROM_BYTES else 1
+
+
 def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-def]
     """Verify ``lines`` as ``audit verify`` and ``audit report`` do: chain, checkpoints, decisions."""
     from twin.audit import read_refusals, verify
@@ -308,10 +327,11 @@ def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-d
         key = load_public(args.key)
     checkpoints_file = _side_file(args, args.checkpoints, "checkpoints")
     checkpoint_lines = checkpoints_file.read_bytes().splitlines() if checkpoints_file is not None else None
-    if getattr(args, "jobs", 1) > 1:
+    jobs = _jobs(args)
+    if jobs > 1:
         from ..audit.parallel import verify_parallel
 
-        result = verify_parallel(lines, args.jobs, heads, key, checkpoint_lines)
+        result = verify_parallel(lines, jobs, heads, key, checkpoint_lines)
     else:
         from twin.signing import CheckpointCheck
 
@@ -334,7 +354,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_explain(args: argparse.Namespace) -> int:
-    from twin.audit import explain, parse_time
+    from twin.audit import parse_time
+    from twin.explain import explain
 
     result = explain(_log_source(args), args.vm, parse_time(args.at), args.host)
     sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json

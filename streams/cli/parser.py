@@ -109,7 +109,8 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     v.add_argument("--heads", metavar="FILE", help="JSON {host: digest}: the last digest known for each host "
                    "(catches a log cut short)")
     _add_signature_options(v)
-    v.add_argument("--jobs", type=int, default=1, help="verify hosts in N processes (default 1)")
+    v.add_argument("--jobs", type=int, default=None, help="verify hosts in N processes (default: every core "
+                   "for a log file of 16 MiB or more, else 1)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.set_defaults(run=_audit_verify)
     x = audit.add_parser("explain", help="a VM's state at a moment, its last decision and why, in words")

@@ -74,13 +74,7 @@ def test_a_frame_is_one_log_entry_and_a_round_with_its_decisions_another():
 def test_decisions_can_be_re_derived_from_the_inputs_in_the_log():
     _, log, _ = run(HostProcessor(), messages())
     result = replay(log)
-    twin, rederived = Twin(), []
-    for line in log:
-        entry = decode(line)
-        if isinstance(entry, BalancerRound):
-            rederived += twin.round(entry.host, entry.at_ms).decisions
-        elif not isinstance(entry, DECISION_TYPES):
-            rederived += twin.handle(entry)
+    rederived = Twin().rederive(decode(line) for line in log)
     assert [unchained(d) for d in result.decisions] == [unchained(d) for d in rederived] and rederived
 
 
