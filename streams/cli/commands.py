@@ -12,11 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-from .failure import UNREACHABLE, Failure, broker_address, reach_broker
+from .failure import Failure, reach_broker
 
 
 def _simulate(args: argparse.Namespace) -> int:
     if args.kafka:
+        from .live import _simulate_to_kafka
+
         return _simulate_to_kafka(args)
     from twin.errors import Rejected
     from twin.events import InputEvent
@@ -69,87 +71,6 @@ def _keys_show(args: argparse.Namespace) -> int:
         return 0
     print(f"{key.short}  ed25519, sha256 of the raw public key {key.fingerprint}, public key {key.raw.hex()}")
     return 0
-
-
-def _simulate_to_kafka(args: argparse.Namespace) -> int:
-    import asyncio
-    import time
-
-    from twin.scenario import load_scenario
-
-    from ..kafka.feed import feed
-    from ..kafka.settings import Settings
-
-    settings = Settings()
-    scenario = load_scenario(args.scenario)
-    bootstrap = reach_broker(args.kafka)
-    if not args.keep_start:  # live runs happen now: event time follows the wall clock from here
-        scenario = scenario.model_copy(update={"start_ms": int(time.time()) * 1000})
-    try:
-        stats = asyncio.run(feed(scenario, bootstrap, settings.topics, speed=args.speed,
-                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.forever))
-    except KeyboardInterrupt:
-        return 0
-    print(f"dmtwin simulate: {stats.seconds} s of event time, {stats.reports} reports in "
-          f"{stats.messages} messages, {stats.answers} commands answered", file=sys.stderr)
-    return 0
-
-
-def _worker(args: argparse.Namespace) -> int:
-    import asyncio
-    import dataclasses
-
-    from ..kafka.settings import Settings
-
-    overrides = {k: v for k, v in {
-        "broker": args.kafka and broker_address(args.kafka), "data_dir": args.data_dir and Path(args.data_dir),
-        "partitions": args.partitions, "web_host": args.web_host, "web_port": args.web_port,
-        "metrics_host": args.metrics_host, "metrics_port": args.metrics_port, "app_id": args.app_id,
-        "lateness_ms": args.lateness_ms, "key_path": args.key}.items() if v is not None}
-    settings = dataclasses.replace(Settings(), **overrides)
-    _check_ports(settings)
-    reach_broker(settings.broker, "--kafka" if args.kafka else "DMTWIN_BROKER")
-
-    import faust
-
-    from ..kafka.feed import ensure_topics
-    from ..worker.app import Worker
-
-    # Topics first: a consumer group ignores topics that do not exist when it joins.
-    asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
-                              snapshots=f"{settings.app_id}-snapshots"))
-    worker = Worker(settings)
-    if settings.metrics_port:
-        from ..ops.serving import serve
-
-        serve(worker.registry, settings.metrics_port, settings.metrics_host)
-    print(f"dmtwin worker: broker {settings.broker}; hosts at "
-          f"http://{settings.web_host}:{settings.web_port}/hosts/, metrics at "
-          f"http://{settings.metrics_host}:{settings.metrics_port}/metrics", file=sys.stderr)
-    try:
-        faust.Worker(worker.app, loglevel=args.loglevel).execute_from_commandline()
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
-
-
-def _check_ports(settings) -> None:  # type: ignore[no-untyped-def]
-    """``Failure`` (exit 5) naming the port and its option if another program holds it: else
-    Faust would log the error and keep running without its pages."""
-    import socket
-
-    for port, host, option in ((settings.web_port, settings.web_host, "--web-port"),
-                               (settings.metrics_port, settings.metrics_host, "--metrics-port")):
-        if not port:
-            continue
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
-            try:
-                probe.bind((host, port))
-            except OSError as error:
-                raise Failure(f"port {port} on {host} ({option}) is taken ({(error.strerror or str(error)).lower()}): "
-                              f"stop the program that holds it, or choose another with {option} PORT",
-                              UNREACHABLE) from None
 
 
 def _replay(args: argparse.Namespace) -> int:

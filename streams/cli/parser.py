@@ -18,8 +18,8 @@ from .commands import (
     _schema,
     _simulate,
     _whatif,
-    _worker,
 )
+from .live import _worker
 
 __all__ = ["build_parser", "PASSTHROUGH", "add_kafka_option"]
 
