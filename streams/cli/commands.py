@@ -185,7 +185,7 @@ def _log_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[no-untyped-def]
+def _log_source(args: argparse.Namespace, again: bool = False, linger: bool = False):  # type: ignore[no-untyped-def]
     """The log's lines; with ``again``, a function giving them anew (a topic is read once)."""
     from ..audit.logtool import kafka_url, open_lines
 
@@ -197,7 +197,7 @@ def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[
 
     what = " ".join(getattr(args, "words", ["reading"]))
     if not again:
-        return with_progress(open_lines(args.log, args.topic), args.log, what)
+        return with_progress(open_lines(args.log, args.topic), args.log, what, linger)
     if kafka_url(args.log) is None and args.log != "-":
         return lambda: with_progress(open_lines(args.log, args.topic), args.log, what)
     lines = list(with_progress(open_lines(args.log, args.topic), args.log, what))
@@ -267,7 +267,12 @@ def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-d
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    result = _verification(args, _log_source(args))
+    from .progress import finish
+
+    try:
+        result = _verification(args, _log_source(args, linger=True))
+    finally:
+        finish()
     allow = {"accept_unsigned": args.accept_unsigned, "accept_unchained": args.accept_unchained}
     sys.stdout.write(json.dumps(result.to_dict(**allow), indent=2, ensure_ascii=False) + "\n" if args.json
                      else result.to_text(**allow))

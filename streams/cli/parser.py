@@ -103,7 +103,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p = sub.add_parser("audit", help="verify a log, explain a decision, or write an HTML report")
     audit = p.add_subparsers(dest="audit_command", required=True)
     v = audit.add_parser("verify", help="check the hash chain and the signed checkpoints, re-derive every "
-                         "decision; exit 0 OK, 1 FAILED, 3 UNSIGNED, 4 UNCHAINED, 2 could not run")
+                         "decision; exit 0 OK, 1 FAILED, 3 UNSIGNED, 4 UNCHAINED, 2 could not run, 5 broker unreachable")
     v.add_argument("log", help=log_help)
     v.add_argument("--topic", help=topic_help)
     v.add_argument("--heads", metavar="FILE", help="JSON {host: digest}: the last digest known for each host "

@@ -10,14 +10,24 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["with_progress"]
+__all__ = ["with_progress", "finish"]
+
+_lingering: list = []  # type: ignore[type-arg]
+
+
+def finish() -> None:
+    """Take down the bars left up by ``with_progress(..., linger=True)``, before the output."""
+    while _lingering:
+        _lingering.pop().close()
 
 Line = TypeVar("Line", str, bytes)
 
 
-def with_progress(lines: Iterable[Line], source: str, what: str) -> Iterator[Line]:
+def with_progress(lines: Iterable[Line], source: str, what: str, linger: bool = False) -> Iterator[Line]:
     """``lines``, unchanged; on a terminal, with a bar of the bytes read of the file ``source``
-    (of the lines read, for stdin, a topic or a .gz file)."""
+    (of the lines read, for stdin, a topic or a .gz file). With ``linger``, once every line is
+    read the bar stays up, saying the work is finishing, until ``finish()`` (parallel verifiers
+    are still at work then)."""
     if not sys.stderr.isatty() or os.environ.get("DMTWIN_NO_PROGRESS"):
         yield from lines
         return
@@ -41,6 +51,7 @@ def with_progress(lines: Iterable[Line], source: str, what: str) -> Iterator[Lin
     bar = tqdm(desc=what, total=size, unit="B", unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr,
                mininterval=0.25)
     pending = 0
+    done = False
     try:
         for line in lines:
             pending += len(line)
@@ -48,5 +59,11 @@ def with_progress(lines: Iterable[Line], source: str, what: str) -> Iterator[Lin
                 bar.update(pending)
                 pending = 0
             yield line
+        done = True
     finally:
-        bar.close()
+        if done and linger:
+            bar.update(pending)
+            bar.set_description(f"{what}: all read, finishing")
+            _lingering.append(bar)
+        else:
+            bar.close()
