@@ -240,7 +240,12 @@ def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-d
     """Verify ``lines`` as ``audit verify`` and ``audit report`` do: chain, checkpoints, decisions."""
     from twin.audit import read_refusals, verify
 
-    heads = json.loads(Path(args.heads).read_text()) if getattr(args, "heads", None) else None
+    heads = None
+    if getattr(args, "heads", None):
+        try:
+            heads = json.loads(Path(args.heads).read_text())
+        except ValueError as error:
+            raise Failure(f"{args.heads}: not valid JSON ({error}): --heads wants {{\"HOST\": \"DIGEST\", ...}}") from None
     key = None
     if args.key:
         from ..audit.keys import load_public

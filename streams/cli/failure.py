@@ -98,6 +98,11 @@ def describe(error: BaseException) -> tuple[str, int]:
         if error.errno == errno.EADDRINUSE:
             return f"a port is taken by another program ({error.strerror}): stop it or choose another port", UNREACHABLE
         if isinstance(error, FileNotFoundError) and name:
+            from pathlib import Path
+
+            parent = Path(str(name)).parent
+            if not parent.is_dir():
+                return f"{name}: the folder {parent} does not exist: check the path", USAGE
             return f"{name}: no such file: check the path", USAGE
         if isinstance(error, IsADirectoryError) and name:
             return f"{name}: is a folder, not a file", USAGE
