@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .failure import Failure, reach_broker
+from .failure import UNREACHABLE, Failure, reach_broker
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -98,9 +98,17 @@ def _replay(args: argparse.Namespace) -> int:
     for error in result.rejected:
         print(f"dmtwin replay: rejected {error}", file=sys.stderr)
     if args.serve is not None:
+        import errno
+
         from ..ops.serving import serve_replay
 
-        serve_replay(result, args.serve)
+        try:
+            serve_replay(result, args.serve)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise Failure(f"port {args.serve} (--serve) is taken (address already in use): stop the program "
+                          "that holds it, or choose another with --serve PORT", UNREACHABLE) from None
     return 0
 
 

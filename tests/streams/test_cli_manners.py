@@ -308,3 +308,15 @@ def test_top_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
     monkeypatch.setattr(top, "fetch", lambda urls: [_host(("a", 100, "OK"))])
     assert main(["top", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hosts"][0]["vms"][0]["name"] == "a"
+
+
+def test_a_taken_serve_port_names_its_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "empty.jsonl"
+    log.write_text("")
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["replay", str(log), "--serve", str(port)]) == 5
+    assert capsys.readouterr().err == (f"dmtwin replay: port {port} (--serve) is taken (address already in use): "
+                                       "stop the program that holds it, or choose another with --serve PORT\n")
