@@ -108,6 +108,27 @@ def fold_and_balance_rate(hosts: int, seconds: int) -> tuple[float, int]:
     return reports / best, entries
 
 
+def batched_rate(hosts: int, seconds: int, batch: int) -> tuple[float, int]:
+    """As ``fold_and_balance_rate``, folding ``batch`` messages at a time as the worker folds a
+    transaction's worth (``twin.batch.Batch``: frames and rounds of many hosts together)."""
+    from twin.batch import Batch
+
+    inputs, reports = messages(hosts, 12, seconds)
+    best, entries = float("inf"), 0
+    for _ in range(3):
+        twin = Twin()
+        entries = 0
+        start = time.perf_counter()
+        for first in range(0, len(inputs), batch):
+            folding = Batch(twin)
+            for message in inputs[first:first + batch]:
+                logged, _, rounds = folding.add(message)
+                entries += len(logged) + len(rounds)
+            entries += len(folding.flush())
+        best = min(best, time.perf_counter() - start)
+    return reports / best, entries
+
+
 def log_lines(events: int) -> list[str]:
     """A realistic log: a dozen-VM host simulated until it has about ``events`` events."""
     seconds = max(10, events // 14)
@@ -142,6 +163,10 @@ def main() -> None:
     rate, entries = fold_and_balance_rate(args.hosts, args.seconds)
     print(f"fold + balance in process (Twin.ingest, {args.hosts} hosts × 12 VMs, a frame per host per second, "
           f"{args.seconds} s): {rate:,.0f} reports/s, {entries:,} log entries")
+    for batch in (100, 1000):
+        rate, entries = batched_rate(args.hosts, args.seconds, batch)
+        print(f"  folding each batch of {batch} messages together, as the worker does (twin.batch): "
+              f"{rate:,.0f} reports/s, {entries:,} log entries")
 
     lines = log_lines(args.events)
     parse_s = min(_timed(lambda: [EVENT_ADAPTER.validate_json(line) for line in lines]) for _ in range(3))

@@ -141,7 +141,9 @@ def _log_export(args: argparse.Namespace) -> int:
     from twin.audit import parse_time
 
     from ..audit.transfer import ExportFilter, export_log
+    from ..kafka.security import security_from_args
 
+    security = security_from_args(args)
     bootstrap = _broker(args)
     first = end = None
     if args.offsets:
@@ -161,10 +163,10 @@ def _log_export(args: argparse.Namespace) -> int:
         # The checkpoints first: every one of them then covers lines the log export will hold.
         cp_filter = ExportFilter(hosts=filt.hosts, partitions=filt.partitions)
         cp_stats = export_log(bootstrap, _checkpoints_topic(args.checkpoints_topic), checkpoints, cp_filter,
-                              fresh=args.fresh)
+                              fresh=args.fresh, security=security)
         print(f"dmtwin log export: {cp_stats.written} checkpoints in {checkpoints}", file=sys.stderr)
     stats = export_log(bootstrap, _event_log_topic(args.topic), args.file, filt, fresh=args.fresh,
-                       max_messages=args.max)
+                       max_messages=args.max, security=security)
     print(f"dmtwin log export: {stats.written} lines in {args.file}"
           + (" (resumed)" if stats.resumed else ""), file=sys.stderr)
     return 0
@@ -180,12 +182,15 @@ def _checkpoints_topic(topic: str | None) -> str:
 
 def _log_import(args: argparse.Namespace) -> int:
     from ..audit.transfer import import_log
+    from ..kafka.security import security_from_args
 
+    security = security_from_args(args)
     bootstrap = _broker(args)
     signer = _signer(args.key)
     stats = import_log(args.file, bootstrap, _event_log_topic(args.topic), skip=args.skip,
                        partitions=args.partitions, max_messages=args.max, signer=signer,
-                       checkpoints_topic=_checkpoints_topic(args.checkpoints_topic) if signer else None)
+                       checkpoints_topic=_checkpoints_topic(args.checkpoints_topic) if signer else None,
+                       security=security)
     print(f"dmtwin log import: {stats.sent} lines sent, {stats.skipped} skipped, {stats.already_there} were "
           "already on the topic"
           + (f"; {stats.checkpoints} checkpoints signed by {signer.public_key.short}" if signer else ""),
@@ -196,6 +201,7 @@ def _log_import(args: argparse.Namespace) -> int:
 def _log_source(args: argparse.Namespace, again: bool = False, linger: bool = False):  # type: ignore[no-untyped-def]
     """The log's lines; with ``again``, a function giving them anew (a topic is read once)."""
     from ..audit.logtool import kafka_url, open_lines
+    from ..kafka.security import security_from_args
 
     if kafka_url(args.log) is not None:
         reach_broker(args.log, "LOG")
@@ -203,12 +209,14 @@ def _log_source(args: argparse.Namespace, again: bool = False, linger: bool = Fa
         raise Failure(f"{args.log}: no such file: give a log file, - for stdin, or kafka://HOST:PORT")
     from .progress import with_progress
 
+    # Only a topic needs the Kafka settings: a file is read whatever DMTWIN_KAFKA_* say.
+    security = security_from_args(args) if kafka_url(args.log) is not None else None
     what = " ".join(getattr(args, "words", ["reading"]))
     if not again:
-        return with_progress(open_lines(args.log, args.topic), args.log, what, linger)
+        return with_progress(open_lines(args.log, args.topic, security), args.log, what, linger)
     if kafka_url(args.log) is None and args.log != "-":
         return lambda: with_progress(open_lines(args.log, args.topic), args.log, what)
-    lines = list(with_progress(open_lines(args.log, args.topic), args.log, what))
+    lines = list(with_progress(open_lines(args.log, args.topic, security), args.log, what))
     return lambda: iter(lines)
 
 

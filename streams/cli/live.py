@@ -22,18 +22,23 @@ def _simulate_to_kafka(args: argparse.Namespace) -> int:
     from twin.scenario import load_scenario
 
     from ..kafka.feed import feed
+    from ..kafka.security import security_from_args
     from ..kafka.settings import Settings
 
-    settings = Settings()
+    settings = Settings(security=security_from_args(args))
     scenario = load_scenario(args.scenario)
-    bootstrap = reach_broker(args.kafka)
     if not args.keep_start:  # live runs happen now: event time follows the wall clock from here
         scenario = scenario.model_copy(update={"start_ms": int(time.time()) * 1000})
+    bootstrap = reach_broker(args.kafka)
+    settings.security.check(bootstrap)  # a refused login or TLS handshake: one line, at once
     try:
         stats = asyncio.run(feed(scenario, bootstrap, settings.topics, speed=args.speed,
-                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.forever))
+                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.forever,
+                                 client=settings.kafka_client()))
     except KeyboardInterrupt:
         return 0
+    except Exception as error:
+        raise settings.security.refused(bootstrap, error) or error
     print(f"dmtwin simulate: {stats.seconds} s of event time, {stats.reports} reports in "
           f"{stats.messages} messages, {stats.answers} commands answered", file=sys.stderr)
     return 0
@@ -43,6 +48,7 @@ def _worker(args: argparse.Namespace) -> int:
     import asyncio
     import dataclasses
 
+    from ..kafka.security import security_from_args
     from ..kafka.settings import Settings
 
     overrides = {k: v for k, v in {
@@ -50,9 +56,10 @@ def _worker(args: argparse.Namespace) -> int:
         "partitions": args.partitions, "web_host": args.web_host, "web_port": args.web_port,
         "metrics_host": args.metrics_host, "metrics_port": args.metrics_port, "app_id": args.app_id,
         "lateness_ms": args.lateness_ms, "key_path": args.key}.items() if v is not None}
-    settings = dataclasses.replace(Settings(), **overrides)
+    settings = dataclasses.replace(Settings(security=security_from_args(args)), **overrides)
     _check_ports(settings)
     reach_broker(settings.broker, "--kafka" if args.kafka else "DMTWIN_BROKER")
+    settings.security.check(settings.broker)  # a refused login or TLS handshake: one line, at once
 
     import faust
 
@@ -60,14 +67,17 @@ def _worker(args: argparse.Namespace) -> int:
     from ..worker.app import Worker
 
     # Topics first: a consumer group ignores topics that do not exist when it joins.
-    asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
-                              snapshots=f"{settings.app_id}-snapshots"))
+    try:
+        asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
+                                  snapshots=f"{settings.app_id}-snapshots", **settings.kafka_client()))
+    except Exception as error:
+        raise settings.security.refused(settings.broker, error) or error
     worker = Worker(settings)
     if settings.metrics_port:
         from ..ops.serving import serve
 
         serve(worker.registry, settings.metrics_port, settings.metrics_host)
-    print(f"dmtwin worker: broker {settings.broker}; hosts at "
+    print(f"dmtwin worker: broker {settings.broker} ({settings.security.describe()}); hosts at "
           f"http://{settings.web_host}:{settings.web_port}/hosts/, metrics at "
           f"http://{settings.metrics_host}:{settings.metrics_port}/metrics", file=sys.stderr)
     try:

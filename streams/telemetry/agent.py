@@ -120,11 +120,16 @@ def build_parser():  # type: ignore[no-untyped-def]
     parser.add_argument("--kafka", metavar="HOST:PORT", help="send to the twin's input topics on this Kafka broker "
                         "instead (kafka://HOST:PORT too)")
     parser.add_argument("--to", help=argparse.SUPPRESS)  # the old spelling: a file, or kafka://HOST:PORT
+    from ..kafka.security import add_kafka_security_options
+
+    add_kafka_security_options(parser)
     return parser
 
 
 def agent_main(argv: Sequence[str] | None = None) -> int:
     """``dmtwin agent --host H --vm V [--interval 1] [--count N] [-o FILE | --kafka HOST:PORT]``."""
+    from ..kafka.security import security_from_args
+
     parser = build_parser()
     args = parser.parse_args(argv)
     problems: list[SourceProblem] = []
@@ -134,8 +139,12 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     if not (args.kafka or args.output or args.to):
         args.output = "-"
     args.to = target_of(parser, args)
-
-    sink = sink_for(args.to, append=True)
+    try:
+        security = security_from_args(args) if args.to.startswith("kafka://") else None
+        sink = sink_for(args.to, append=True, security=security)
+    except (OSError, ValueError) as error:
+        print(f"dmtwin agent: {error}", file=sys.stderr)
+        return 2
     try:
         run_agent(args.host, args.vm, sink, args.interval, args.count, args.proc_root,
                   host_mib=args.host_mib, problems=problems)
