@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .lab.cli import add_commands as add_lab_commands
+
 __all__ = ["main"]
 
 
@@ -504,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(sub)
     _add_keys_commands(sub)
+    add_lab_commands(sub)
 
     for name, (_, _, description) in PASSTHROUGH.items():
         sub.add_parser(name, help=description, add_help=False)
