@@ -6,9 +6,10 @@ that no longer needs its memory and gives it to the other (unballoon first, virt
 
 It prints:
 
-1. the reaction time from a load step (the fill done inside the guest) to memory arriving inside
-   that guest (its own ``/proc/meminfo`` MemAvailable up by ``--arrival-mib``), p50 / p99 / max
-   over ``--steps`` steps;
+1. the reaction time from a load step (the start of the fill inside the guest) to memory arriving
+   inside that guest: its own ``/proc/meminfo`` MemAvailable ``--arrival-mib`` above where the
+   load alone would leave it (MemAvailable before the step − the load), p50 / p99 / max over
+   ``--steps`` steps;
 2. the drift between the twin's assigned memory (the worker's /hosts/) and QEMU's (balloon
    ``actual`` + virtio-mem ``size``, read on a second QMP monitor), in MiB, sampled each time the
    twin and the bridge have nothing in flight.
@@ -88,16 +89,29 @@ def main() -> int:
             def available_mib(vm: str) -> float:
                 return lab.call(controls[vm].meminfo())["MemAvailable"] / 1024
 
-            def settled() -> bool:
+            def twin_vms() -> dict[str, tuple[int, str]]:
                 vms = worker.hosts().get(HOST, {}).get("vms", [])
-                return (len(vms) == 2 and all(v["pending"] == "none" and v["demand_mib"] is not None for v in vms)
-                        and not any(v.busy or not v.queue.empty() for v in bridge.vms.values()))
+                return {v["name"]: (v["assigned_mib"], v["pending"] if v["demand_mib"] is not None else "no data")
+                        for v in vms}
+
+            def bridge_idle() -> bool:
+                return not any(v.busy or not v.queue.empty() for v in bridge.vms.values())
+
+            def settled() -> bool:
+                vms = twin_vms()
+                return len(vms) == 2 and all(p == "none" for _, p in vms.values()) and bridge_idle()
 
             def drift_sample() -> list[int]:
-                if not settled():
+                """Twin minus QEMU, for a moment when nothing is in flight: the twin's view is read
+                before and after QEMU's, and the sample kept only if nothing moved in between."""
+                answered = len(bridge.answers)
+                before = twin_vms()
+                if not (len(before) == 2 and all(p == "none" for _, p in before.values()) and bridge_idle()):
                     return []
-                twin = {v["name"]: v["assigned_mib"] for v in worker.hosts()[HOST]["vms"]}
-                return [twin[vm] - (lab.call(mon[vm].actual()) + lab.call(mon[vm].plugged())) // MIB for vm in twin]
+                qemu = {vm: (lab.call(mon[vm].actual()) + lab.call(mon[vm].plugged())) // MIB for vm in before}
+                if twin_vms() != before or len(bridge.answers) != answered or not bridge_idle():
+                    return []
+                return [before[vm][0] - qemu[vm] for vm in before]
 
             deadline = time.monotonic() + 60
             while not settled():
@@ -110,12 +124,14 @@ def main() -> int:
             up, down = "a", "b"
             for step in range(args.steps):
                 lab.call(lab.lab.set_load(down, 0, controls[down]))
-                lab.call(lab.lab.set_load(up, args.load_mib, controls[up]))
+                # Without the twin the load would leave MemAvailable at before - load: memory has
+                # arrived once it is arrival_mib above that. The clock starts with the fill.
+                floor = available_mib(up) - args.load_mib
                 loaded = time.monotonic()
-                base = available_mib(up)
+                lab.call(lab.lab.set_load(up, args.load_mib, controls[up]))
                 took = None
                 while took is None and time.monotonic() - loaded < args.timeout_s:
-                    if available_mib(up) >= base + args.arrival_mib:
+                    if available_mib(up) >= floor + args.arrival_mib:
                         took = time.monotonic() - loaded
                     else:
                         time.sleep(0.05)
@@ -127,7 +143,12 @@ def main() -> int:
                 while time.monotonic() < quiet and not settled():
                     time.sleep(0.2)
                 time.sleep(1.5)
-                drifts += drift_sample()
+                for _ in range(10):
+                    sample = drift_sample()
+                    if sample:
+                        drifts += sample
+                        break
+                    time.sleep(0.3)
                 print(f"  step {step + 1:2d}: {up} +{args.load_mib} MiB -> "
                       + (f"memory in the guest after {took:.2f} s" if took is not None else "no memory in time"),
                       flush=True)

@@ -153,7 +153,8 @@ class Control:
                 pass
             if loop.time() > deadline:
                 raise GuestError(f"control channel {self.socket}: the guest's shell did not answer "
-                                 f"in {timeout_s:.0f} s")
+                                 f"in {timeout_s:.0f} s (it takes one client at a time: is another one, "
+                                 f"such as dmtwin lab up --follow-workloads, connected?)")
 
     async def run(self, command: str, timeout_s: float = 30.0) -> str:
         """Run ``command`` in the guest's shell and return its output; raise GuestError if it fails."""

@@ -91,7 +91,6 @@ class Lab:
             await asyncio.gather(*(guest.booted() for guest in self.guests.values()))
             for name, guest in self.guests.items():
                 self.memory[name] = await VirtioMemory.open(guest.qmp_socket)
-                self.monitors[name] = await VirtioMemory.open(guest.monitor_socket)
                 self.loads[name] = 0
         except BaseException:
             await self.stop()
@@ -100,6 +99,14 @@ class Lab:
         say(f"{len(self.guests)} guests booted in {self.boot_s:.1f} s "
             f"({next(iter(self.guests.values())).accel.upper()})")
         return self
+
+    async def open_monitors(self) -> dict[str, VirtioMemory]:
+        """Connect to each guest's second QMP monitor (then ``dmtwin lab status`` must wait: a QMP
+        socket takes one client at a time)."""
+        for name, guest in self.guests.items():
+            if name not in self.monitors:
+                self.monitors[name] = await VirtioMemory.open(guest.monitor_socket)
+        return self.monitors
 
     def _write_lab_json(self) -> None:
         data = {"host": self.host.name, "guests": [

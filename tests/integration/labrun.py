@@ -37,6 +37,7 @@ class LabThread:
             return "qemu-system-x86_64 is not installed (scripts/setup installs qemu-system-x86)"
         try:
             self.call(self.lab.start(), timeout_s=240)
+            self.call(self.lab.open_monitors())
         except GuestError as error:
             return f"QEMU cannot start a guest here: {error}"
         return None
