@@ -52,6 +52,7 @@ from twin.events import (
     StatusFrame,
     UnballoonRequested,
     UnballoonResponded,
+    VmRestarted,
     VmStarted,
 )
 from twin.log import decode, encode
@@ -266,12 +267,7 @@ class Bridge:
             while not consumer.assignment():  # join the group: commands from here on are ours
                 await consumer.getmany(timeout_ms=200)
             if self.join:
-                if self.total_mib is None:
-                    raise ValueError("total_mib: needed to join the host to the twin")
-                at_ms = _now_ms()
-                await self._send([(self.topics.host_events, encode(e).encode())
-                                  for e in joins(self.host, self.total_mib, self.reserve_mib, self.policy,
-                                                 list(self.vms.values()), at_ms)])
+                await self._join()
                 await asyncio.sleep(1.0)  # a VM's first report comes after its start (docs/topics.md)
             tasks = [asyncio.create_task(self._applier(vm)) for vm in self.vms.values()]
             tasks.append(asyncio.create_task(self._reporter(stop)))
@@ -295,6 +291,37 @@ class Bridge:
             await asyncio.gather(*tasks, return_exceptions=True)
             await consumer.stop()
             await self.producer.stop()
+
+    async def _join(self) -> None:
+        """Join the host and its VMs to the twin. If the twin (``twin_url``) already has the host,
+        its VMs are restarted instead (their guests booted afresh: Startup RAM, no balloon); else
+        the host is new to the twin, and so are its sequence numbers: the applied ones are reset."""
+        if self.total_mib is None:
+            raise ValueError("total_mib: needed to join the host to the twin")
+        known: dict[str, Any] | None = None
+        if self.twin_url:
+            try:
+                hosts = await asyncio.to_thread(self._twin_hosts)
+                known = next((h for h in hosts if h["host"] == self.host), None)
+            except (OSError, ValueError, KeyError):
+                known = None
+        at_ms = _now_ms()
+        if known is None:
+            events: list[Any] = joins(self.host, self.total_mib, self.reserve_mib, self.policy,
+                                      list(self.vms.values()), at_ms)
+            self.applied = {}
+            self._save_applied()
+        else:
+            running = {vm["name"] for vm in known["vms"]}
+            events = []
+            for vm in self.vms.values():
+                if vm.name in running:
+                    events.append(VmRestarted(at_ms=at_ms, host=self.host, vm=vm.name))
+                else:  # new to the twin: started, as in joins()
+                    events += joins(self.host, self.total_mib, self.reserve_mib, self.policy, [vm], at_ms)[1:]
+            log.info("dmtwin bridge %s: the twin knows this host: %s restarted", self.host,
+                     ", ".join(sorted(running & set(self.vms))) or "no VM")
+        await self._send([(self.topics.host_events, encode(e).encode()) for e in events])
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit what has been taken once no VM is still applying a command."""
@@ -452,11 +479,13 @@ class Bridge:
             next_at += self.report_interval_s
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
+    def _twin_hosts(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.twin_url}/hosts/", timeout=5) as page:
+            return json.load(page)["hosts"]  # type: ignore[no-any-return]
+
     def twin_view(self) -> dict[str, dict[str, Any]]:
         """The twin's VMs of this host, from the worker's /hosts/ page."""
-        with urllib.request.urlopen(f"{self.twin_url}/hosts/", timeout=5) as page:
-            hosts = json.load(page)["hosts"]
-        for host in hosts:
+        for host in self._twin_hosts():
             if host["host"] == self.host:
                 return {vm["name"]: vm for vm in host["vms"]}
         return {}
