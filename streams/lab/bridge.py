@@ -67,6 +67,10 @@ __all__ = ["Bridge", "BridgeError", "BridgeVm", "DriftEvent", "drift_topic", "jo
 log = logging.getLogger("dmtwin.bridge")
 
 
+PARTIAL_BACKOFF_MIB = 8
+"""A balloon that stopped short gives this much back before the answer: room for the guest."""
+
+
 def drift_topic(topics: Topics) -> str:
     """Out: ``lab.drift`` events, when the twin's belief and QEMU's part or meet again."""
     return topics.prefix + "lab.drift"
@@ -405,7 +409,15 @@ class Bridge:
                 after = await self._settle(memory.actual, lambda value: value <= goal)
                 answer = virtio.balloon_answer(_now_ms(), self.host, vm.name, command.seq, command.remove_mib,
                                                before, after)
-                await memory.set_balloon(before - answer.released_mib * MIB)  # hold what was answered
+                if answer.released_mib < command.remove_mib:
+                    # Stopped short: the guest is at its edge. Give it back a little room, or its next
+                    # allocation deflates the balloon behind the twin's back (deflate-on-oom).
+                    answer = answer.model_copy(update={"released_mib": max(0, answer.released_mib
+                                                                           - PARTIAL_BACKOFF_MIB)})
+                held = before - answer.released_mib * MIB
+                if after != held:  # hold what was answered: no more, no less
+                    await memory.set_balloon(held)
+                    await self._settle(memory.actual, lambda value: value == held)
             except QmpError as error:
                 self.error("qmp", error.command, f"{error.message} (balloon answered as 0 MiB released)",
                            vm.name, command.seq)

@@ -115,7 +115,13 @@ def test_real_guests_get_memory_added_ballooned_and_answer_for_real(kafka_bootst
         assert idle_answer.released_mib > 0
         # ballooned pages stay in MemTotal (deflate-on-oom) but leave the guest's free memory
         assert before["idle"]["MemFree"] - after["idle"]["MemFree"] >= (idle_answer.released_mib - 16) * 1024
-        assert lab.call(mon["holder"].actual()) == (512 - holder_answer.released_mib) * MIB
+        try:
+            wait_for("holder's balloon to hold what it answered",
+                     lambda: lab.call(mon["holder"].actual()) == (512 - holder_answer.released_mib) * MIB, timeout_s=10)
+        except AssertionError:
+            raise AssertionError(f"holder actual {lab.call(mon['holder'].actual()) / MIB} MiB, answered "
+                                 f"{holder_answer}, asked {[a for a in bridge.answers]}, "
+                                 f"{(lab.lab.guests['holder'].console).read_text()[-3000:]}")
 
         # The twin's records: its decisions and the guests' real answers, in the event log.
         log = [value for _, value in read_topic(kafka_bootstrap, topics.event_log)]
