@@ -14,6 +14,6 @@ RUN pip install . \
     && mkdir -p /app/data && chown dmtwin /app/data
 
 USER dmtwin
-# Prometheus metrics of the worker (streams.metrics; scraped by deploy/prometheus.yml).
+# Prometheus metrics of the worker (streams.ops.metrics; scraped by deploy/prometheus.yml).
 EXPOSE 9108
 CMD ["dmtwin", "--help"]

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.broker import LocalKafka  # noqa: E402
+from streams.kafka.broker import LocalKafka  # noqa: E402
 from tests.integration.conftest import free_ports  # noqa: E402
 from tests.integration.faults import Books, FeedThread, audit  # noqa: E402
 from tests.integration.pipeline import WorkerProcess, send_raw, unique_topics, wait_until_consumed  # noqa: E402

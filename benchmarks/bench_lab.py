@@ -15,7 +15,7 @@ It prints:
    twin and the bridge have nothing in flight.
 
 Run: .venv/bin/python benchmarks/bench_lab.py [--steps 20]
-Uses $DMTWIN_KAFKA_BOOTSTRAP if set, else starts a local broker (streams.broker) for the run.
+Uses $DMTWIN_KAFKA_BOOTSTRAP if set, else starts a local broker (streams.kafka.broker) for the run.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.broker import LocalKafka  # noqa: E402
+from streams.kafka.broker import LocalKafka  # noqa: E402
 from tests.integration.conftest import free_ports  # noqa: E402
 from tests.integration.labrun import LabThread  # noqa: E402
 from tests.integration.pipeline import WorkerProcess, unique_topics  # noqa: E402

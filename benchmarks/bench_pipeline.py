@@ -7,7 +7,7 @@
    steady load (frames paced at one per host per second), measured on Kafka's record timestamps.
 
 Run: .venv/bin/python benchmarks/bench_pipeline.py [--hosts 100] [--seconds 30]
-Uses $DMTWIN_KAFKA_BOOTSTRAP if set, else starts a local broker (streams.broker) for the run.
+Uses $DMTWIN_KAFKA_BOOTSTRAP if set, else starts a local broker (streams.kafka.broker) for the run.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from streams.broker import LocalKafka  # noqa: E402
-from streams.feed import ensure_topics  # noqa: E402
-from streams.topics import Topics  # noqa: E402
+from streams.kafka.broker import LocalKafka  # noqa: E402
+from streams.kafka.feed import ensure_topics  # noqa: E402
+from streams.kafka.topics import Topics  # noqa: E402
 from tests.integration.conftest import free_ports  # noqa: E402
 from tests.integration.pipeline import (  # noqa: E402
     WorkerProcess,

@@ -6,7 +6,7 @@
 Every query goes to the datasource chosen by the ``datasource`` template variable (any
 Prometheus; by default the provisioned one, uid ``dmtwin-prometheus``,
 grafana/provisioning/datasources/prometheus.yml) and uses only metrics defined in
-``streams.metrics.METRICS``; tests/contract/test_dashboards.py holds both to that. Pressure is a
+``streams.ops.metrics.METRICS``; tests/contract/test_dashboards.py holds both to that. Pressure is a
 ratio (1.0 = the VM has exactly what it needs), so pressure panels draw a reference line at 1.0
 and never cap the axis there.
 

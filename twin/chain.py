@@ -334,15 +334,15 @@ class ChainVerifier:
     def _gap(self, host: _Host, body: bytes) -> str | None:
         """If this line shows a line missing before it (a decision or answer whose predecessor
         request is absent), say which; update the VM's last decision number."""
-        if b'"decision.' in body:
-            match = _DECISION.search(body)
-            if match is None:
-                return None
-            vm, seq = match[1].decode("utf-8", "replace"), int(match[2])
-            last = host.last_seq.get(vm)
-            host.last_seq[vm] = seq
-            if last is not None and seq > last + 1:
-                return f"decision #{last + 1} of VM {vm!r} is missing before it"
+        if b'"decision.' in body:  # one decision, or a round's
+            gap = None
+            for match in _DECISION.finditer(body):
+                vm, seq = match[1].decode("utf-8", "replace"), int(match[2])
+                last = host.last_seq.get(vm)
+                host.last_seq[vm] = seq
+                if gap is None and last is not None and seq > last + 1:
+                    gap = f"decision #{last + 1} of VM {vm!r} is missing before it"
+            return gap
         elif b'"type":"vm.started"' in body:
             match = _STARTED.search(body)
             if match is not None:  # its first decision is #1 (or the one after its last, if it ran before)

@@ -7,24 +7,31 @@ Two ways in, one core:
 - ``Twin.handle(event)`` takes an *input*, folds it, derives the decisions it causes (a balancing
   round on ``balancer.tick``, Smart Paging on ``vm.restarted``), folds those too and returns them.
   A log written from ``handle`` therefore replays through ``apply`` to the same state.
+- ``Twin.ingest(message)`` is the live worker's step: one input message (an event, or a frame of
+  status reports) in, its log entries out, a frame as one entry and a round with its decisions
+  as one entry (``balancer.round``).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from . import balancer
 from .errors import Rejected
 from .events import (
     DECISION_TYPES,
+    BalancerRound,
     BalancerTicked,
     Decision,
     HostJoined,
     InputEvent,
     SmartPagingStarted,
+    StatusFrame,
     VmRestarted,
 )
 from .host import apply as fold
+from .host import apply_frame, fold_round
+from .rounds import plan_many
 from .state import Col, HostState
 
 __all__ = ["Twin"]
@@ -67,38 +74,94 @@ class Twin:
             self.apply(decision)
         return decisions
 
-    def ingest(self, events: list[InputEvent], tick_ms: int = 1000
-               ) -> tuple[list[InputEvent | Decision], list[tuple[int, Rejected]]]:
-        """The live driver's rule: apply a batch of inputs (a frame, or one message), then run a
-        balancing round for each host the batch touched if a tick has passed since its last round.
+    def frame(self, frame: StatusFrame) -> tuple[StatusFrame | None, list[tuple[int, Rejected]]]:
+        """Fold the reports of ``frame`` its host accepts; return them as a frame (None: none was)
+        and the refused ones by index in the frame. Raises ``Rejected`` if the host is unknown."""
+        rejected = apply_frame(self.host(frame.host), frame)
+        if not rejected:
+            return frame, rejected
+        if len(rejected) == len(frame.reports):
+            return None, rejected
+        refused = {k for k, _ in rejected}
+        return frame.model_copy(update={"reports": [r for k, r in enumerate(frame.reports) if k not in refused]}), rejected
 
-        Returns the log entries in order (each accepted input, its decisions, any round and its
-        decisions) and the rejected inputs with their index in the batch. Rounds are recorded as
-        ``balancer.tick`` events, so replaying the log needs no clock.
+    def round(self, host: str, at_ms: int) -> BalancerRound:
+        """Run a balancing round of ``host`` at ``at_ms``, fold it, and return it as one entry."""
+        state = self.host(host)
+        fold(state, BalancerTicked(at_ms=at_ms, host=host))
+        decisions = balancer.plan(state, at_ms)
+        if decisions:
+            fold_round(state, at_ms, decisions)
+        return BalancerRound(at_ms=at_ms, host=host, decisions=decisions)
+
+    def rounds(self, due: Sequence[tuple[str, int]]) -> list[BalancerRound]:
+        """``round`` of each (host, at_ms), the hosts all different, computed together
+        (``twin.rounds``): the same entries as one ``round`` after the other."""
+        states = [self.host(host) for host, _ in due]
+        for state, (host, at_ms) in zip(states, due):
+            fold(state, BalancerTicked(at_ms=at_ms, host=host))
+        entries = []
+        for state, (host, at_ms), decisions in zip(states, due, plan_many([(s, at) for s, (_, at) in zip(states, due)])):
+            if decisions:
+                fold_round(state, at_ms, decisions)
+            entries.append(BalancerRound(at_ms=at_ms, host=host, decisions=decisions))
+        return entries
+
+    def due(self, host: str, at_ms: int, tick_ms: int = 1000) -> bool:
+        """Whether an input of ``host`` at ``at_ms`` makes a round due: a tick has passed since the
+        host's last round, and the input is not behind the host's clock."""
+        state = self.hosts.get(host)
+        return state is not None and at_ms - state.last_round_ms >= tick_ms and at_ms >= state.last_at_ms
+
+    def ingest(self, message: InputEvent | StatusFrame, tick_ms: int = 1000, run_round: bool = True
+               ) -> tuple[list[InputEvent | Decision | StatusFrame | BalancerRound], list[tuple[int | None, Rejected]]]:
+        """The live driver's rule: fold one input message, then run a balancing round of its host if
+        a tick has passed since the host's last round.
+
+        Returns the log entries in order (the input, or the frame's accepted reports as one frame;
+        any decisions of the input; the round, if one ran, as one entry with its decisions) and the
+        rejected inputs, with their index in the frame (None: the message as a whole). Rounds are
+        recorded, so replaying the log needs no clock. ``run_round=False`` leaves a due round to the
+        caller (``due``, then ``rounds`` for many hosts at once).
         """
-        entries: list[InputEvent | Decision] = []
-        rejected: list[tuple[int, Rejected]] = []
-        due: dict[str, int] = {}
-        for index, event in enumerate(events):
+        entries: list[InputEvent | Decision | StatusFrame | BalancerRound] = []
+        if isinstance(message, StatusFrame):
             try:
-                decisions = self.handle(event)
+                kept, refused = self.frame(message)
             except Rejected as error:
-                rejected.append((index, error))
-                continue
-            entries.append(event)
+                return [], [(None, error)]
+            rejected: list[tuple[int | None, Rejected]] = list(refused)
+            if kept is None:
+                return [], rejected
+            entries.append(kept)
+        else:
+            rejected = []
+            try:
+                if isinstance(message, BalancerTicked):  # a round asked for: recorded as the round
+                    return [self.round(message.host, message.at_ms)], rejected
+                decisions = self.handle(message)
+            except Rejected as error:
+                return [], [(None, error)]
+            entries.append(message)
             entries.extend(decisions)
-            due[event.host] = max(due.get(event.host, 0), event.at_ms)
-        for host, at_ms in due.items():
-            state = self.hosts.get(host)
-            if state is not None and at_ms - state.last_round_ms >= tick_ms and at_ms >= state.last_at_ms:
-                tick = BalancerTicked(at_ms=at_ms, host=host)
-                entries.append(tick)
-                entries.extend(self.handle(tick))
+        if run_round and self.due(message.host, message.at_ms, tick_ms):
+            entries.append(self.round(message.host, message.at_ms))
         return entries, rejected
 
     def handle_all(self, events: Iterable[InputEvent]) -> list[Decision]:
         """``handle`` each input in turn; return every decision."""
         return [d for event in events for d in self.handle(event)]
+
+    def rederive(self, entries: Iterable[InputEvent | Decision | StatusFrame | BalancerRound]) -> list[Decision]:
+        """Every decision a log's inputs lead to: recorded decisions are skipped, each round is run
+        again (``round``) and each other input handled."""
+        decisions: list[Decision] = []
+        for entry in entries:
+            if isinstance(entry, BalancerRound):
+                decisions += self.round(entry.host, entry.at_ms).decisions
+            elif not isinstance(entry, DECISION_TYPES):
+                decisions += self.handle(entry)  # type: ignore[arg-type]
+        return decisions
 
     def _smart_paging(self, event: VmRestarted) -> list[Decision]:
         """Smart Paging is used only when a restarting VM cannot get its Startup RAM (§1.6)."""

@@ -17,9 +17,10 @@ leaves it out (that is the canonical form the digest covers) and ``twin.log.enco
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer, model_validator
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -44,6 +45,9 @@ __all__ = [
     "SmartPagingEnded",
     "InputEvent",
     "Decision",
+    "BalancerRound",
+    "Entry",
+    "flatten",
     "Event",
     "EVENT_ADAPTER",
     "FrameReport",
@@ -309,10 +313,6 @@ Decision = Union[
     SmartPagingStarted,
     SmartPagingEnded,
 ]
-Event = Annotated[Union[InputEvent, Decision], Field(discriminator="type")]
-
-EVENT_ADAPTER: TypeAdapter[InputEvent | Decision] = TypeAdapter(Event)
-"""Validates one event from JSON text or a dict, choosing the model by its ``type`` tag."""
 
 
 class FrameReport(_Model):
@@ -325,14 +325,88 @@ class FrameReport(_Model):
 
 class StatusFrame(_Event):
     """What a parent-partition collector sends each second: the status reports of many guests of
-    one host at one instant. A wire message only: the log records each report as its own event."""
+    one host at one instant. The worker logs a frame as one entry (the reports it accepted), which
+    folds like its reports one after the other (``flatten``)."""
 
     type: Literal["guest.status_frame"] = "guest.status_frame"
     reports: list[FrameReport] = Field(max_length=100_000)
 
     def events(self) -> list[GuestStatusReported]:
-        return [GuestStatusReported(at_ms=self.at_ms, host=self.host, vm=r.vm, committed_mib=r.committed_mib,
+        """The frame's reports as events of their own."""
+        at_ms, host = self.at_ms, self.host
+        return [GuestStatusReported(at_ms=at_ms, host=host, vm=r.vm, committed_mib=r.committed_mib,
                                     available_mib=r.available_mib) for r in self.reports]
+
+
+RoundDecision = Annotated[Union[BalloonTargetSet, UnballoonRequested, MemoryAdditionRequested, SmartPagingEnded],
+                          Field(discriminator="type")]
+_INHERITED = ("v", "at_ms", "host")
+
+
+class BalancerRound(_Event):
+    """One balancing round and the decisions it made, as one log entry: it folds like a
+    ``balancer.tick`` followed by its decisions (``flatten``). Each decision is written without
+    ``v``, ``at_ms`` and ``host``: it has the round's."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: _round_schema(schema))
+
+    type: Literal["balancer.round"] = "balancer.round"
+    decisions: list[RoundDecision] = Field(default_factory=list, max_length=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("decisions"), list):
+            shared = {key: data[key] for key in _INHERITED if key in data}
+            data = {**data, "decisions": [{**shared, **item} if isinstance(item, dict) else item
+                                          for item in data["decisions"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _same_round(self) -> BalancerRound:
+        for k, decision in enumerate(self.decisions):
+            if decision.at_ms != self.at_ms or decision.host != self.host:
+                raise ValueError(f"decision {k} ({decision.host} at {decision.at_ms}) is not of this round "
+                                 f"({self.host} at {self.at_ms})")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        data["decisions"] = [{key: value for key, value in item.items() if key not in _INHERITED}
+                             for item in data["decisions"]]
+        return data
+
+    def events(self) -> list[InputEvent | Decision]:
+        """The round as its tick and its decisions, events of their own."""
+        return [BalancerTicked(at_ms=self.at_ms, host=self.host), *self.decisions]
+
+
+def _round_schema(schema: dict[str, Any]) -> None:
+    """A round's decisions as written: each decision's own fields, without the round's."""
+    schema["properties"]["decisions"] = {
+        "type": "array", "title": "Decisions", "items": {
+            "type": "object", "required": ["vm", "seq", "type"],
+            "properties": {"vm": {"type": "string"}, "seq": {"type": "integer", "minimum": 1},
+                           "type": {"enum": [t.model_fields["type"].default for t in RoundDecision.__origin__.__args__]}},
+            "description": "A decision (see its own schema) without v, at_ms and host: it has the round's."}}
+
+
+Entry = Union[InputEvent, Decision, StatusFrame, BalancerRound]
+"""Anything a log line holds: an input, a decision, a frame of reports, or a round."""
+
+Event = Annotated[Union[InputEvent, Decision, StatusFrame, BalancerRound], Field(discriminator="type")]
+
+EVENT_ADAPTER: TypeAdapter[Entry] = TypeAdapter(Event)
+"""Validates one log entry from JSON text or a dict, choosing the model by its ``type`` tag."""
+
+
+def flatten(entry: Entry) -> list[InputEvent | Decision]:
+    """An entry as the events it folds like: a frame's reports, a round's tick and decisions, else
+    the entry itself."""
+    if isinstance(entry, (StatusFrame, BalancerRound)):
+        return entry.events()  # type: ignore[return-value]
+    return [entry]
 
 
 InputMessage = Annotated[Union[InputEvent, StatusFrame], Field(discriminator="type")]

@@ -7,10 +7,12 @@ event leaves no trace. Decisions are folded exactly like inputs: replaying a log
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
+from . import frames
 from .errors import Rejected
 from .events import (
+    BalancerRound,
     BalancerTicked,
     BalloonResponded,
     BalloonTargetSet,
@@ -20,6 +22,7 @@ from .events import (
     MemoryAdditionRequested,
     SmartPagingEnded,
     SmartPagingStarted,
+    StatusFrame,
     UnballoonRequested,
     UnballoonResponded,
     VmRestarted,
@@ -37,7 +40,7 @@ from .state import (
     pressure_percent,
 )
 
-__all__ = ["apply", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
+__all__ = ["apply", "apply_frame", "fold_round", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
 
 HOT_ADD_RETRY_MS = 30_000
 """After a transient hot-add failure (result 0, DOMAIN.md §2.4) the host waits this long to retry."""
@@ -46,8 +49,7 @@ FLOOR_HOLD_MS = 60_000
 """After a short balloon answer the balancer asks no lower for this long: the guest's floor depends
 on what it runs at the time (hv_balloon.c compares its available memory with the floor)."""
 
-SURPLUS_SLACK_PERCENT = 10
-"""A VM counts as holding surplus once assigned exceeds ideal by this much (see balancer)."""
+SURPLUS_SLACK_PERCENT = frames.SURPLUS_SLACK_PERCENT
 
 
 def apply(state: HostState, event: object) -> None:
@@ -225,6 +227,67 @@ def _status_reported(state: HostState, event: GuestStatusReported) -> None:
     row[Col.LAST_AT] = event.at_ms
 
 
+def apply_frame(state: HostState, frame: StatusFrame) -> list[tuple[int, Rejected]]:
+    """Fold the reports of a frame that the host accepts; return the others, by index in the frame."""
+    checked = frames.check(state, frame)
+    if checked is not None:
+        frames.fold(state, frame, checked)
+        return checked.rejected
+    rejected = []
+    for k, report in enumerate(frame.events()):
+        try:
+            _status_reported(state, report)
+        except Rejected as error:
+            rejected.append((k, error))
+    return rejected
+
+
+def _status_frame(state: HostState, frame: StatusFrame) -> None:
+    """A frame from the log: all of its reports are accepted, or it is refused as a whole."""
+    checked = frames.check(state, frame)
+    if checked is None:
+        seen: set[str] = set()
+        twice = next(r.vm for r in frame.reports if r.vm in seen or seen.add(r.vm))  # type: ignore[func-returns-value]
+        raise Rejected("reports.vm", twice, "reported twice in one frame")
+    if checked.rejected:
+        k, error = checked.rejected[0]
+        raise Rejected(f"reports.{k}.{error.field}", error.value, error.reason)
+    frames.fold(state, frame, checked)
+
+
+def _balancer_round(state: HostState, entry: BalancerRound) -> None:
+    """A round from the log: its tick, then its decisions, all or nothing."""
+    _host_clock(state, entry.at_ms)
+    if not entry.decisions:
+        state.last_at_ms = state.last_round_ms = entry.at_ms
+        return
+    trial = state.copy()
+    fold_round(trial, entry.at_ms, entry.decisions)
+    state.__dict__.update(trial.__dict__)
+
+
+def fold_round(state: HostState, at_ms: int, decisions: Sequence[object]) -> None:
+    """A balancing round at ``at_ms`` and its decisions (a refusal names the decision's index).
+
+    Counts the host's available memory down as additions are promised, rather than summing the
+    VM table again for each decision."""
+    _host_clock(state, at_ms)
+    state.last_at_ms = state.last_round_ms = at_ms
+    free = state.free_mib()
+    for k, decision in enumerate(decisions):
+        kind = type(decision)
+        try:
+            if kind is UnballoonRequested or kind is MemoryAdditionRequested:
+                _HANDLERS[kind](state, decision, free)  # type: ignore[call-arg]
+                free -= getattr(decision, "return_mib" if kind is UnballoonRequested else "add_mib")
+            else:
+                _HANDLERS[kind](state, decision)
+                if kind is SmartPagingEnded:
+                    free = state.free_mib()
+        except Rejected as error:
+            raise Rejected(f"decisions.{k}.{error.field}", error.value, error.reason) from None
+
+
 def _answered(state: HostState, event: BalloonResponded | UnballoonResponded | HotAddResponded,
               kind: Pending) -> int:
     i = _row(state, event, in_order=False)  # matched by seq: an answer may be folded after newer reports
@@ -332,28 +395,30 @@ def _balloon_target_set(state: HostState, event: BalloonTargetSet) -> None:
     _start_transaction(state, event, Pending.BALLOON, event.remove_mib)
 
 
-def _unballoon_requested(state: HostState, event: UnballoonRequested) -> None:
+def _unballoon_requested(state: HostState, event: UnballoonRequested, free: int | None = None) -> None:
     row = state.vms.data[_row(state, event)]
     ballooned = int(row[Col.VISIBLE] - row[Col.ASSIGNED] - row[Col.PAGING])
     if event.return_mib > ballooned:
         raise Rejected("return_mib", event.return_mib, f"the balloon holds only {ballooned} MiB")
-    _check_room(state, event.return_mib, "return_mib")
+    _check_room(state, event.return_mib, "return_mib", free)
     _start_transaction(state, event, Pending.UNBALLOON, event.return_mib)
 
 
-def _memory_addition_requested(state: HostState, event: MemoryAdditionRequested) -> None:
+def _memory_addition_requested(state: HostState, event: MemoryAdditionRequested, free: int | None = None) -> None:
     row = state.vms.data[_row(state, event)]
     if not row[Col.CAN_HOT_ADD] or row[Col.HOT_ADD_BLOCKED]:
         raise Rejected("vm", event.vm, "the guest cannot take hot-added memory")
     if row[Col.ASSIGNED] + row[Col.PAGING] + event.add_mib > row[Col.MAXIMUM]:
         raise Rejected("add_mib", event.add_mib,
                        f"would take the VM above Maximum RAM ({int(row[Col.MAXIMUM])} MiB)")
-    _check_room(state, event.add_mib, "add_mib")
+    _check_room(state, event.add_mib, "add_mib", free)
     _start_transaction(state, event, Pending.HOT_ADD, event.add_mib)
 
 
-def _check_room(state: HostState, amount: int, field: str) -> None:
-    free = state.free_mib()
+def _check_room(state: HostState, amount: int, field: str, free: int | None = None) -> None:
+    """``free``: the host's available memory if the caller knows it (a round keeps count)."""
+    if free is None:
+        free = state.free_mib()
     if amount > free:
         raise Rejected(field, amount, f"host {state.name!r} has only {free} MiB available")
 
@@ -393,6 +458,8 @@ _HANDLERS: dict[type, Callable[[HostState, object], None]] = {  # type: ignore[d
     VmRestarted: _vm_restarted,
     VmSettingsChanged: _vm_settings_changed,
     GuestStatusReported: _status_reported,
+    StatusFrame: _status_frame,
+    BalancerRound: _balancer_round,
     BalloonResponded: _balloon_responded,
     UnballoonResponded: _unballoon_responded,
     HotAddResponded: _hot_add_responded,

@@ -20,12 +20,12 @@ from pydantic import ValidationError
 
 from .engine import Twin
 from .errors import Rejected
-from .events import DECISION_TYPES, EVENT_ADAPTER, SCHEMA_VERSION, Decision, InputEvent
+from .events import DECISION_TYPES, EVENT_ADAPTER, SCHEMA_VERSION, BalancerRound, Decision, Entry, InputEvent, StatusFrame
 from .upcast import upcast
 
 __all__ = ["encode", "decode", "peek", "rejection", "open_log", "read_log", "Replay", "replay", "write_log"]
 
-AnyEvent = InputEvent | Decision
+AnyEvent = Entry
 
 
 def encode(event: AnyEvent) -> str:
@@ -91,7 +91,8 @@ def rejection(error: ValidationError, line: str | bytes, position: int | None = 
     if kind in ("union_tag_invalid", "union_tag_not_found", "model_type", "model_attributes_type"):
         tag = value.get("type") if isinstance(value, dict) else value
         return Rejected("type", tag, "not a known event type", position)
-    path = [str(part) for part in loc[1:]] or ["event"]  # loc[0] is the type tag
+    # loc[0] is the type tag, and so is any part with a dot (a nested decision's): field names have none
+    path = [str(part) for part in loc[1:] if not (isinstance(part, str) and "." in part)] or ["event"]
     if kind == "missing":
         return Rejected(".".join(path), None, "missing", position)
     return Rejected(".".join(path), value, first["msg"], position)
@@ -154,6 +155,8 @@ def replay(lines: Iterable[str | bytes], into: Replay | None = None) -> Replay:
         result.events += 1
         if isinstance(event, DECISION_TYPES):
             result.decisions.append(event)  # type: ignore[arg-type]
+        elif isinstance(event, BalancerRound):
+            result.decisions += event.decisions
     return result
 
 

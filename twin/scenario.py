@@ -21,6 +21,9 @@ from .engine import Twin
 from .errors import Rejected
 from .events import (
     BalancerTicked,
+    Entry,
+    FrameReport,
+    StatusFrame,
     Decision,
     GuestCapabilities,
     GuestStatusReported,
@@ -220,8 +223,12 @@ class Fleet:
 
 
 def simulate(scenario: Scenario, twin: Twin | None = None, rejected: list[Rejected] | None = None,
-             refused: list[tuple[InputEvent, Rejected]] | None = None) -> Iterator[InputEvent | Decision]:
-    """Run the scenario and yield every event in log order: each input, then its decisions.
+             refused: list[tuple[InputEvent, Rejected]] | None = None, framed: bool = False) -> Iterator[Entry]:
+    """Run the scenario and yield every log entry in order: each input, then its decisions.
+
+    ``framed``: each host's reports of a second as one frame, and each round with its decisions as
+    one entry, as the live worker writes them (``dmtwin simulate`` does); else every report, tick
+    and decision as an entry of its own.
 
     An input the twin refuses (a VM that cannot start on a full host, a setting change it may not
     make while the VM runs) is left out of the log and appended to ``rejected``, and with the
@@ -231,19 +238,35 @@ def simulate(scenario: Scenario, twin: Twin | None = None, rejected: list[Reject
     twin = twin or Twin()
     fleet = Fleet(scenario)
 
-    def run(event: InputEvent) -> list[InputEvent | Decision]:
+    def refuse(event: InputEvent, error: Rejected) -> None:
+        if rejected is None and refused is None:
+            raise error
+        if rejected is not None:
+            rejected.append(error)
+        if refused is not None:
+            refused.append((event, error))
+        if isinstance(event, VmStarted):
+            fleet.forget(event.host, event.vm)
+
+    def run(event: InputEvent) -> list[Entry]:
         try:
             return [event, *twin.handle(event)]
         except Rejected as error:
-            if rejected is None and refused is None:
-                raise
-            if rejected is not None:
-                rejected.append(error)
-            if refused is not None:
-                refused.append((event, error))
-            if isinstance(event, VmStarted):
-                fleet.forget(event.host, event.vm)
+            refuse(event, error)
             return []
+
+    def run_frame(reports: list[GuestStatusReported]) -> list[Entry]:
+        if not framed:
+            return [entry for report in reports for entry in run(report)]
+        if not reports:
+            return []
+        first = reports[0]
+        frame = StatusFrame(at_ms=first.at_ms, host=first.host, reports=[
+            FrameReport(vm=r.vm, committed_mib=r.committed_mib, available_mib=r.available_mib) for r in reports])
+        kept, refusals = twin.frame(frame)
+        for k, error in refusals:
+            refuse(reports[k], error)
+        return [] if kept is None else [kept]
 
     for join in fleet.joins():
         yield from run(join)
@@ -253,10 +276,18 @@ def simulate(scenario: Scenario, twin: Twin | None = None, rejected: list[Reject
         for host in scenario.hosts:
             for event in fleet.lifecycle(host):
                 yield from run(event)
-            for report in fleet.reports(host):
-                yield from run(report)
-            for entry in run(BalancerTicked(at_ms=now + 500, host=host.name)):
-                yield entry
-                answer = fleet.answer(entry, now + 500 + scenario.response_ms)
+            yield from run_frame(fleet.reports(host))
+            if framed:
+                round_ = twin.round(host.name, now + 500)
+                yield round_
+                decisions: list[Entry] = list(round_.decisions)
+            else:
+                decisions = run(BalancerTicked(at_ms=now + 500, host=host.name))
+                yield from decisions[:1]
+                decisions = decisions[1:]
+            for decision in decisions:
+                if not framed:
+                    yield decision
+                answer = fleet.answer(decision, now + 500 + scenario.response_ms)
                 if answer is not None:
                     yield from run(answer)

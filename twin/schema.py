@@ -6,17 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .events import DECISION_TYPES, EVENT_ADAPTER, INPUT_TYPES, StatusFrame
+from .events import DECISION_TYPES, EVENT_ADAPTER, INPUT_TYPES, BalancerRound, StatusFrame
 from .signing import Checkpoint
 
 __all__ = ["schemas", "write_schemas"]
 
 
 def schemas() -> dict[str, dict[str, Any]]:
-    """File name → schema: one per event type, ``event.json`` for any event, the frame, and the
+    """File name → schema: one per event type, ``event.json`` for any log entry, the frame, the round, and the
     signed checkpoint (``log.checkpoint``, not an event: it lives beside the log)."""
     out = {"event.json": EVENT_ADAPTER.json_schema()}
-    for model in (*INPUT_TYPES, *DECISION_TYPES, StatusFrame, Checkpoint):
+    for model in (*INPUT_TYPES, *DECISION_TYPES, StatusFrame, BalancerRound, Checkpoint):
         tag = model.model_fields["type"].default
         out[f"{tag}.json"] = model.model_json_schema()
     return out

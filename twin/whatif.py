@@ -32,6 +32,7 @@ from .events import (
     Decision,
     GuestCapabilities,
     GuestStatusReported,
+    flatten,
     HostJoined,
     HostMemoryChanged,
     HotAddResponded,
@@ -348,19 +349,20 @@ def whatif(lines: Iterable[str | bytes], changes: Changes | None, record: bool =
         if not line.strip():
             continue
         try:
-            event = decode(line, position)
+            entry = decode(line, position)
         except Rejected:
             result.rejected_actual += 1
             continue
-        result.actual.before(event, actual)
-        try:
-            actual.apply(event)
-        except Rejected:
-            result.rejected_actual += 1
-            continue
-        result.actual.after(event)
-        if run is not None:
-            run.feed(event, actual)
+        for event in flatten(entry):  # a frame as its reports, a round as its tick and decisions
+            result.actual.before(event, actual)
+            try:
+                actual.apply(event)
+            except Rejected:
+                result.rejected_actual += 1
+                continue
+            result.actual.after(event)
+            if run is not None:
+                run.feed(event, actual)
     if run is not None:
         run.finish()
     if result.rejected_actual:

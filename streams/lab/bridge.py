@@ -57,8 +57,8 @@ from twin.events import (
 )
 from twin.log import decode, encode
 
-from ..feed import DELIVERY_TIMEOUT_MS, delivery, ensure_topics
-from ..topics import Topics
+from ..kafka.feed import DELIVERY_TIMEOUT_MS, delivery, ensure_topics
+from ..kafka.topics import Topics
 from .guest import MIB, VirtioMemory
 from .qmp import QmpError
 
@@ -140,8 +140,8 @@ def joins(host: str, total_mib: int, reserve_mib: int, policy: str, vms: list[Br
     return events
 
 
-async def _ensure_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _ensure_topic(bootstrap: str, name: str, partitions: int, client: dict[str, Any]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
     await admin.start()
     try:
         if name not in set(await admin.list_topics()):
@@ -182,8 +182,10 @@ class Bridge:
                  drift_tolerance_mib: int = 8, drift_after: int = 3, partitions: int = 4,
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
                  settle_s: float = 1.5, apply_timeout_s: float = 20.0,
-                 on_answer: Callable[[Any], None] | None = None) -> None:
+                 on_answer: Callable[[Any], None] | None = None, client: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.client = client or {}
+        """Connection options of every Kafka client (``KafkaSecurity.client()``: TLS, SASL)."""
         self.topics = topics
         self.host = host
         self.vms = {vm.name: vm for vm in vms}
@@ -254,15 +256,16 @@ class Bridge:
     # --- running ---------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        await ensure_topics(self.bootstrap, self.topics, self.partitions)
-        await _ensure_topic(self.bootstrap, drift_topic(self.topics), self.partitions)
+        await ensure_topics(self.bootstrap, self.topics, self.partitions, **self.client)
+        await _ensure_topic(self.bootstrap, drift_topic(self.topics), self.partitions, self.client)
         if self.metrics_port is not None:
             start_http_server(self.metrics_port, addr=self.metrics_host, registry=self.metrics.registry)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
-                                         enable_idempotence=True, request_timeout_ms=DELIVERY_TIMEOUT_MS)
+                                         enable_idempotence=True, request_timeout_ms=DELIVERY_TIMEOUT_MS,
+                                         **self.client)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=f"dmtwin-bridge-{self.host}",
                                     enable_auto_commit=False, auto_offset_reset="latest",
-                                    isolation_level="read_committed")
+                                    isolation_level="read_committed", **self.client)
         await self.producer.start()
         await consumer.start()
         tasks: list[asyncio.Task[None]] = []

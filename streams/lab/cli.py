@@ -27,13 +27,20 @@ def _bootstrap(url: str) -> str:
 
 
 def _topics():  # type: ignore[no-untyped-def]
-    from ..topics import Topics
+    from ..kafka.topics import Topics
 
     return Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin."))
 
 
 def _partitions() -> int:
     return int(os.environ.get("DMTWIN_PARTITIONS", "4"))
+
+
+def _client(args: argparse.Namespace) -> dict[str, Any]:
+    """Kafka connection options (TLS, SASL) from the --kafka-* flags and DMTWIN_KAFKA_*."""
+    from ..kafka.security import security_from_args
+
+    return security_from_args(args).client()
 
 
 def _twin_url(args: argparse.Namespace) -> str | None:
@@ -80,7 +87,8 @@ def _lab_up(args: argparse.Namespace) -> int:
         await lab.start(say=_say)
         try:
             bridge = lab.bridge(_bootstrap(args.to), _topics(), twin_url=_twin_url(args),
-                                partitions=_partitions(), metrics_port=args.metrics_port or None)
+                                partitions=_partitions(), metrics_port=args.metrics_port or None,
+                                client=_client(args))
             tasks = [asyncio.create_task(bridge.run(stop))]
             if args.follow_workloads:
                 tasks.append(asyncio.create_task(lab.follow_workloads(stop, speed=args.speed)))
@@ -204,7 +212,7 @@ def _bridge(args: argparse.Namespace) -> int:
                         reserve_mib=host_spec.reserve_mib if host_spec else 0,
                         policy=host_spec.policy if host_spec else "hyperv", join=join,
                         twin_url=_twin_url(args), partitions=_partitions(),
-                        metrics_port=args.metrics_port or None)
+                        metrics_port=args.metrics_port or None, client=_client(args))
         _say(f"bridging host {args.host}: {', '.join(sockets)} to {args.to}")
         try:
             await bridge.run(stop)
@@ -224,6 +232,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve the bridge's metrics (dmtwin_lab_drift_mib, ...) on this port")
     p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    from ..kafka.security import add_kafka_security_options
+
+    add_kafka_security_options(p)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -22,7 +22,7 @@ from typing import Any
 from twin.scenario import HostSpec, Scenario
 from twin.workload import series
 
-from ..topics import Topics
+from ..kafka.topics import Topics
 from .assets import Assets, ensure_assets
 from .bridge import Bridge, BridgeVm
 from .guest import Control, GuestError, LabGuest, VirtioMemory

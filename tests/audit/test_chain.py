@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from streams.processor import HostProcessor, HostRecord, Source
+from streams.worker.processor import HostProcessor, HostRecord, Source
 from twin.audit import verify
 from twin.chain import GENESIS, Chainer, link_digest, unchained, verify_chain
 from twin.events import BalancerTicked, HostJoined

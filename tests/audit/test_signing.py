@@ -233,7 +233,7 @@ def test_public_keys_are_32_bytes():
 
 
 def test_verify_in_parallel_checks_each_hosts_checkpoints_where_its_lines_are():
-    from streams.logtool import verify_parallel
+    from streams.audit.parallel import verify_parallel
 
     def run(lines, checkpoints=CHECKPOINTS):
         return verify_parallel((line.encode() for line in lines), 2, key=KEY.public_key, checkpoints=checkpoints)

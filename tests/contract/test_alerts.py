@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.metrics import METRICS
+from streams.ops.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

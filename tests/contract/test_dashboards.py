@@ -3,7 +3,7 @@
 - each validates against the JSON Schemas of the pinned grafana-foundation-sdk release (vendored
   under grafana/schemas/, see SOURCE.md there);
 - the JSON on disk is exactly what grafana/generate.py produces now, so it cannot drift;
-- every metric an expression (panel or annotation) uses is defined in ``streams.metrics.METRICS``;
+- every metric an expression (panel or annotation) uses is defined in ``streams.ops.metrics.METRICS``;
 - every datasource reference is the ``datasource`` template variable, whose default is the
   provisioned Prometheus (uid ``dmtwin-prometheus``);
 - fleet → host → VM links carry the variables and the time range; balancer decisions are
@@ -25,7 +25,7 @@ import jsonschema
 import pytest
 import yaml
 
-from streams.metrics import METRICS
+from streams.ops.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -120,7 +120,7 @@ STANDARD = {"up", "process_cpu_seconds_total", "process_resident_memory_bytes",
             "process_virtual_memory_bytes", "process_start_time_seconds", "process_open_fds",
             "process_max_fds", "python_info"}
 """Prometheus' own ``up`` and what prometheus_client's process and platform collectors expose
-on the worker's registry (streams.metrics.twin_registry)."""
+on the worker's registry (streams.ops.serving.twin_registry)."""
 
 
 def _defined(name: str) -> bool:
@@ -187,7 +187,7 @@ def test_every_metric_in_an_expr_is_defined(name: str) -> None:
         used = metric_names(expr)
         assert used, f"{name} / {title}: no metric in {expr!r}"
         undefined = {m for m in used if not _defined(m)}
-        assert not undefined, f"{name} / {title}: {sorted(undefined)} not in streams.metrics.METRICS"
+        assert not undefined, f"{name} / {title}: {sorted(undefined)} not in streams.ops.metrics.METRICS"
 
 
 def test_every_defined_twin_metric_is_on_some_dashboard() -> None:

@@ -1,7 +1,7 @@
 """Fixtures for tests against a real Kafka broker.
 
 ``kafka_bootstrap`` uses ``$DMTWIN_KAFKA_BOOTSTRAP`` when set; otherwise it starts a
-:class:`streams.broker.LocalKafka` (Kafka fetched from Maven Central into the usual cache)
+:class:`streams.kafka.broker.LocalKafka` (Kafka fetched from Maven Central into the usual cache)
 in a fresh temp data dir on free ports, and stops it when the session ends.
 """
 
@@ -15,7 +15,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from streams.broker import LocalKafka
+from streams.kafka.broker import LocalKafka
 
 with warnings.catch_warnings():
     # kafka-python 3.0 calls deprecated importlib.resources APIs when first imported; import

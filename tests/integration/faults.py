@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.feed import FeedStats, feed
-from streams.topics import Topics
+from streams.kafka.feed import FeedStats, feed
+from streams.kafka.topics import Topics
 from twin.audit import verify
 from twin.log import replay
 from twin.report import summary
@@ -85,7 +85,7 @@ def audit(bootstrap: str, topics: Topics, live: Callable[[], dict[str, Any]] | N
     books.sent = len(sent)
     log = [r.value for r in read_records(bootstrap, topics.event_log, timeout_s=120)]
     logged = Counter(i for line in log for i in identities(line)
-                     if not str(i[0]).startswith("decision.") and i[0] != "balancer.tick")
+                     if not str(i[0]).startswith("decision.") and i[0] not in ("balancer.tick", "balancer.round"))
     books.logged = sum(logged.values())
     books.duplicated = sum(n - 1 for n in logged.values() if n > 1)
     dead: Counter[Identity] = Counter()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from streams.lab.bridge import Bridge
 from streams.lab.guest import GuestError, qemu_binary
 from streams.lab.lab import Lab
-from streams.topics import Topics
+from streams.kafka.topics import Topics
 from twin.scenario import Scenario
 
 T = TypeVar("T")

@@ -16,8 +16,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.feed import FeedStats, feed
-from streams.topics import Topics
+from streams.kafka.feed import FeedStats, feed
+from streams.kafka.topics import Topics
 from twin.scenario import Scenario
 
 from .conftest import free_ports

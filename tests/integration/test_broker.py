@@ -1,4 +1,4 @@
-"""Integration tests for streams.broker against real Kafka processes (no mocks)."""
+"""Integration tests for streams.kafka.broker against real Kafka processes (no mocks)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.broker import KafkaError, LocalKafka, broker_answers, fetch_kafka
+from streams.kafka.broker import LocalKafka
+from streams.kafka.download import KafkaError, fetch_kafka
+from streams.kafka.probe import broker_answers
 
 
 def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:

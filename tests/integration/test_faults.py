@@ -17,8 +17,8 @@ import warnings
 
 import pytest
 
-from streams.broker import LocalKafka
-from streams.feed import ensure_topics
+from streams.kafka.broker import LocalKafka
+from streams.kafka.feed import ensure_topics
 from twin.scenario import Scenario
 
 from .conftest import free_ports

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from twin.events import flatten
 from twin.log import decode, replay
 from twin.report import summary
 from twin.scenario import Scenario
@@ -125,7 +126,7 @@ def test_real_guests_get_memory_added_ballooned_and_answer_for_real(kafka_bootst
 
         # The twin's records: its decisions and the guests' real answers, in the event log.
         log = [value for _, value in read_topic(kafka_bootstrap, topics.event_log)]
-        events = [decode(line) for line in log]
+        events = [event for line in log for event in flatten(decode(line))]
         asked = next(e for e in events if e.type == "decision.balloon" and e.vm == "holder")
         recorded = next(e for e in events if e.type == "guest.balloon_response" and e.vm == "holder")
         assert recorded.seq == asked.seq and recorded.released_mib == holder_answer.released_mib

@@ -9,15 +9,9 @@ from collections import defaultdict
 
 import pytest
 
+from streams.audit.logtool import open_lines, read_topic
+from streams.audit.transfer import ExportFilter, _ensure_topic, export_log, import_log
 from streams.cli import main
-from streams.logtool import (
-    ExportFilter,
-    _ensure_topic,
-    export_log,
-    import_log,
-    open_lines,
-    read_topic,
-)
 from tests.audit.logs import chained, fleet
 from twin.audit import verify
 

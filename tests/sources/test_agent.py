@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from streams.agent import JsonlSink, run_agent
+from streams.telemetry.agent import JsonlSink, run_agent
 from twin.events import Decision, GuestStatusReported, InputEvent, VmStarted
 from twin.guest import linux_balloon_floor_mib
 from twin.log import open_log, replay

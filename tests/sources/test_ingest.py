@@ -1,4 +1,4 @@
-"""``twin.sources.ingest`` dispatch and ``dmtwin ingest`` (``streams.ingest.ingest_main``)."""
+"""``twin.sources.ingest`` dispatch and ``dmtwin ingest`` (``streams.telemetry.ingest.ingest_main``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.ingest import ingest_main
+from streams.telemetry.ingest import ingest_main
 from twin.chain import Chainer
 from twin.events import Decision, InputEvent
 from twin.log import open_log, read_log

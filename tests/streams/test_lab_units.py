@@ -12,7 +12,7 @@ import pytest
 
 from streams.lab.assets import Newc, module_depends
 from streams.lab.bridge import Bridge, BridgeVm
-from streams.topics import Topics
+from streams.kafka.topics import Topics
 from twin import virtio
 from twin.events import BalloonTargetSet
 from twin.log import encode

@@ -20,19 +20,16 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import (
+from streams.ops.collectors import LiveCollector
+from streams.ops.metrics import (
     DEAD_LETTER_REASONS,
     LIVE_METRICS,
     MEMORY_STATUSES,
     METRICS,
-    LiveCollector,
-    PipelineMetrics,
     metrics_markdown,
-    rejection_reason,
-    serve,
-    serve_replay,
-    twin_registry,
 )
+from streams.ops.pipeline import PipelineMetrics, rejection_reason
+from streams.ops.serving import serve, serve_replay, twin_registry
 from twin.counters import (
     BalancerCounters,
     VmCounters,
@@ -43,7 +40,7 @@ from twin.counters import (
 from twin import __version__
 from twin.engine import Twin
 from twin.errors import Rejected
-from twin.events import DECISION_TYPES, BalancerTicked, VmStopped
+from twin.events import DECISION_TYPES, BalancerTicked, VmStopped, flatten
 from twin.log import Replay, decode
 from twin.scenario import Scenario, simulate
 from twin.state import MemoryStatus
@@ -326,7 +323,8 @@ def test_pipeline_metrics_count_events_decisions_and_dead_letters() -> None:
     registry = CollectorRegistry()
     pipeline = PipelineMetrics(registry)
     twin = Twin()
-    for event in simulate(SCENARIO.model_copy(update={"duration_s": 5}), Twin()):
+    entries = simulate(SCENARIO.model_copy(update={"duration_s": 5}), Twin())
+    for event in (flat for entry in entries for flat in flatten(entry)):
         if isinstance(event, DECISION_TYPES):
             continue
         decisions = twin.handle(event)  # type: ignore[arg-type]

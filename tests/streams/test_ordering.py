@@ -1,8 +1,8 @@
 """Event-time order across a partition's two input topics, and the mark that skips redelivery."""
 
-from streams.ordering import EventTimeMerge
-from streams.processor import Decoded, Source
-from streams.snapshots import PartitionMark
+from streams.worker.ordering import EventTimeMerge
+from streams.worker.processor import Decoded, Source
+from streams.worker.snapshots import PartitionMark
 from twin.events import BalancerTicked
 
 EVENTS, TELEMETRY = "host-events", "telemetry"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from ..engine import Twin
-from ..events import BalancerTicked, Decision, GuestStatusReported, InputEvent
+from ..events import BalancerTicked, Decision, Entry, GuestStatusReported, InputEvent, flatten
 from ..scenario import GuestSpec, HostSpec, Scenario, VmSpec
 from ..state import NO_DATA, Col, MemoryStatus, memory_status
 from ..workload import Trace
@@ -226,11 +226,11 @@ class Measurement:
                 "vms_ever_warning": len(self.warning_vms)}
 
 
-def measure(events: Iterable[InputEvent | Decision]) -> Measurement:
+def measure(events: Iterable[Entry]) -> Measurement:
     """Fold ``events`` (a log, in order) into a fresh twin and measure as it goes."""
     twin, out = Twin(), Measurement()
     second_ms, assigned_now, maximum_now = -1, 0, 0
-    for event in events:
+    for event in (flat for entry in events for flat in flatten(entry)):
         twin.apply(event)
         if isinstance(event, BalancerTicked):
             if event.at_ms != second_ms:

@@ -1,95 +1,37 @@
 """Self-managed single-node Apache Kafka (KRaft, combined broker+controller).
 
-Kafka is fetched from Maven Central by coordinates (``mvn dependency:copy-dependencies``),
-cached under ``$DMTWIN_CACHE`` (default ``~/.cache/dmtwin``), formatted once per data
+Kafka is fetched from Maven Central (``streams.kafka.download``), formatted once per data
 directory, started detached, and stopped with SIGTERM (SIGKILL as a last resort).
 
-Standard library only; kafka-python is imported lazily by the readiness check and the
-check degrades to a plain TCP probe when it is not installed.
+``secure`` (``streams.kafka.listener``) puts clients on SASL_SSL with SCRAM users.
 
-CLI: ``python -m streams.broker up|down|status [--data-dir DIR] [--port N]``.
+Standard library only; the readiness check (``streams.kafka.probe``) imports kafka-python
+lazily and degrades to a plain TCP probe when it is not installed.
+
+CLI: ``dmtwin kafka`` (``streams.kafka.command``), also
+``python -m streams.kafka.command up|down|status [--data-dir DIR] [--port N]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
-import fcntl
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-KAFKA_VERSION = "4.1.1"
-"""Apache Kafka release used by the twin (artifact ``org.apache.kafka:kafka_2.13``)."""
-LOG4J_VERSION = "2.24.3"
-"""Log4j 2 version Kafka 4.1.x is built against (gradle/dependencies.gradle)."""
-SCALA_BINARY_VERSION = "2.13"
-DEPENDENCY_PLUGIN_VERSION = "3.8.1"
-"""Pinned maven-dependency-plugin, so fetching does not depend on Maven's prefix resolution."""
+from .download import KafkaError, _locked, fetch_kafka
+from .listener import SecureListener
+from .probe import _pid_alive, _port_open, broker_answers
 
 DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
-_MARKER = ".complete"
-
-_POM_TEMPLATE = """\
-<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by dmtwin streams/broker.py: resolves a runnable Kafka {kafka} classpath. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>dmtwin</groupId>
-  <artifactId>kafka-runtime</artifactId>
-  <version>{kafka}</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_{scala}</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-    <!-- Not in Kafka's published POM ("releaseOnly" in its build): add them explicitly. -->
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-api</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-core</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-    <dependency>
-      <!-- SLF4J 1.x binding: Kafka ships slf4j-api 1.7.x. -->
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-  </dependencies>
-  <build>
-    <plugins>
-      <plugin>
-        <groupId>org.apache.maven.plugins</groupId>
-        <artifactId>maven-dependency-plugin</artifactId>
-        <version>{plugin}</version>
-        <configuration>
-          <outputDirectory>{libs}</outputDirectory>
-          <includeScope>runtime</includeScope>
-        </configuration>
-      </plugin>
-    </plugins>
-  </build>
-</project>
-"""
 
 _LOG4J2_YAML = """\
 # Written by dmtwin streams/broker.py. Console (WARN+, goes to kafka.out) and a rolling file.
@@ -128,76 +70,10 @@ Configuration:
 """
 
 
-class KafkaError(RuntimeError):
-    """Fetching, formatting, starting or stopping the local broker failed."""
-
-
-def default_cache_dir() -> Path:
-    """``$DMTWIN_CACHE`` or ``~/.cache/dmtwin``."""
-    return Path(os.environ.get("DMTWIN_CACHE") or Path.home() / ".cache" / "dmtwin")
-
-
 def default_data_dir() -> Path:
     """``$DMTWIN_HOME/kafka`` or ``~/.local/state/dmtwin/kafka``."""
     home = os.environ.get("DMTWIN_HOME")
     return (Path(home) if home else Path.home() / ".local" / "state" / "dmtwin") / "kafka"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (serialises concurrent fetch/up calls)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def fetch_kafka(
-    cache_dir: Path | None = None,
-    version: str = KAFKA_VERSION,
-    log4j_version: str = LOG4J_VERSION,
-) -> Path:
-    """Resolve Kafka's runtime classpath from Maven Central into ``<cache>/kafka-<version>/libs``.
-
-    Idempotent: a marker file is written once the copy is complete, and later calls return at
-    once. Needs ``mvn`` on PATH (artifacts also land in the usual ``~/.m2`` repository).
-    Returns the ``libs`` directory (use it as ``-cp 'libs/*'``).
-    """
-    home = Path(cache_dir or default_cache_dir()).expanduser().resolve() / f"kafka-{version}"
-    libs = home / "libs"
-    if (libs / _MARKER).exists():
-        return libs
-    with _locked(home / ".lock"):
-        if (libs / _MARKER).exists():  # another process finished while we waited
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise KafkaError("Maven ('mvn') is not on PATH; it is needed to fetch Kafka")
-        if libs.exists():
-            shutil.rmtree(libs)  # leftovers of an interrupted fetch
-        pom = home / "pom.xml"
-        pom.write_text(
-            _POM_TEMPLATE.format(
-                kafka=version,
-                scala=SCALA_BINARY_VERSION,
-                log4j=log4j_version,
-                plugin=DEPENDENCY_PLUGIN_VERSION,
-                libs=libs,
-            )
-        )
-        cmd = [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies"]
-        proc = subprocess.run(cmd, cwd=home, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stdout + proc.stderr).strip()[-4000:]
-            raise KafkaError(f"fetching Kafka {version} failed ({' '.join(cmd)}):\n{tail}")
-        jars = sorted(p.name for p in libs.glob("*.jar"))
-        if not any(j.startswith(f"kafka_{SCALA_BINARY_VERSION}-") for j in jars):
-            raise KafkaError(f"Maven finished but no kafka_{SCALA_BINARY_VERSION} jar in {libs}")
-        (libs / _MARKER).write_text("\n".join(jars) + "\n")
-    return libs
 
 
 def _new_cluster_id() -> str:
@@ -209,62 +85,6 @@ def _new_cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cid.startswith("-"):
             return cid
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    """True if something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True if the broker at ``bootstrap`` answers a metadata request and lists a live broker.
-
-    Uses kafka-python when available (imported lazily), otherwise only a TCP probe.
-    """
-    try:
-        with warnings.catch_warnings():  # kafka-python 3.0 uses deprecated importlib.resources
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from kafka import KafkaAdminClient  # type: ignore[import-untyped]
-            from kafka.errors import KafkaConfigurationError
-            from kafka.errors import KafkaError as ClientError
-    except ImportError:
-        host, _, port = bootstrap.rpartition(":")
-        return _port_open(int(port), host=host or "127.0.0.1")
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            client_id="dmtwin-readiness",
-            request_timeout_ms=int(timeout_s * 1000),
-        )
-    except KafkaConfigurationError:
-        raise  # a bug here, not "broker not ready yet"
-    except (ClientError, OSError):
-        return False
-    try:
-        return bool(admin.describe_cluster().get("brokers"))
-    except (ClientError, OSError):
-        return False
-    finally:
-        admin.close()
 
 
 @dataclass(frozen=True)
@@ -298,6 +118,8 @@ class LocalKafka:
     cache_dir: Path | None = None
     startup_timeout: float = 90.0
     stop_timeout: float = 60.0
+    secure: SecureListener | None = None
+    """Clients on SASL_SSL instead of PLAINTEXT (``port`` is then the SASL_SSL listener)."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -377,7 +199,7 @@ class LocalKafka:
                     )
                 self._wait_ready()
                 return self.status()
-            if _port_open(self.port) or _port_open(self.controller_port):
+            if any(_port_open(port) for port in self._ports()):
                 raise KafkaError(
                     f"port {self.port} or {self.controller_port} is already in use by another "
                     f"process; choose other ports (--port)"
@@ -417,6 +239,14 @@ class LocalKafka:
             return False
         return b"kafka.Kafka" in args and str(self.config_file).encode() in args
 
+    def _ports(self) -> list[int]:
+        return [self.port, self.controller_port] + ([self.secure.internal_port] if self.secure else [])
+
+    @property
+    def _probe_bootstrap(self) -> str:
+        """Where readiness is probed: the plaintext listener (the internal one with ``secure``)."""
+        return f"localhost:{self.secure.internal_port}" if self.secure else self.bootstrap
+
     def _server_properties(self) -> str:
         p, c = self.port, self.controller_port
         props = {
@@ -439,6 +269,8 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.enable": "true",  # Faust table changelogs are compacted topics
         }
+        if self.secure is not None:
+            props.update(self.secure.properties(self.port, self.controller_port))
         lines = ["# Written by dmtwin streams/broker.py; rewritten on every `up`."]
         lines += [f"{k}={v}" for k, v in props.items()]
         return "\n".join(lines) + "\n"
@@ -446,6 +278,7 @@ class LocalKafka:
     def _write_config(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self._server_properties())
+        self.config_file.chmod(0o600)  # it may hold the keystore's password
         self.log4j_file.write_text(_LOG4J2_YAML)
 
     def _java(self, libs: Path) -> list[str]:
@@ -470,6 +303,7 @@ class LocalKafka:
             "kafka.tools.StorageTool", "format", "--standalone",
             "-t", _new_cluster_id(), "-c", str(self.config_file), "-g",
         ]  # fmt: skip
+        cmd += self.secure.scram_arguments() if self.secure else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise KafkaError(f"formatting {self.kraft_dir} failed:\n{proc.stdout}{proc.stderr}")
@@ -496,7 +330,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise KafkaError(f"Kafka exited during start-up; see {self._log_hint()}")
-            if _port_open(self.port) and broker_answers(self.bootstrap, timeout_s=5.0):
+            if _port_open(self.port) and broker_answers(self._probe_bootstrap, timeout_s=5.0):
                 return
             time.sleep(0.5)
         raise KafkaError(
@@ -532,54 +366,3 @@ def _ports_from_config(data_dir: Path) -> tuple[int, int] | None:
         return None
     m = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)", text, re.M)
     return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``up`` / ``down`` / ``status`` for the local broker; returns a process exit code."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, default=None,
-                        help=f"broker state (default: {default_data_dir()})")  # fmt: skip
-    common.add_argument("--port", type=int, default=None,
-                        help=f"broker port (default: as last configured, else {DEFAULT_PORT})")  # fmt: skip
-    common.add_argument("--controller-port", type=int, default=None,
-                        help=f"KRaft controller port (default: as configured, else {DEFAULT_CONTROLLER_PORT})")  # fmt: skip
-    common.add_argument("--timeout", type=float, default=90.0, help="start-up timeout, seconds")
-    parser = argparse.ArgumentParser(
-        prog="dmtwin kafka", description=f"Local single-node Apache Kafka {KAFKA_VERSION} (KRaft)."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", parents=[common], help="fetch, format and start the broker; wait ready")
-    sub.add_parser("down", parents=[common], help="stop the broker cleanly")
-    sub.add_parser("status", parents=[common], help="is the broker running?")
-    args = parser.parse_args(argv)
-
-    data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
-    port, cport = _ports_from_config(data_dir) or (DEFAULT_PORT, DEFAULT_CONTROLLER_PORT)
-    kafka = LocalKafka(
-        data_dir=data_dir,
-        port=args.port or port,
-        controller_port=args.controller_port or cport,
-        startup_timeout=args.timeout,
-    )
-    try:
-        if args.command == "up":
-            t0 = time.monotonic()
-            st = kafka.up()
-            print(f"kafka up: {st.bootstrap} (pid {st.pid}, {time.monotonic() - t0:.1f}s)")
-        elif args.command == "down":
-            print("kafka stopped" if kafka.down() else "kafka was not running")
-            st = kafka.status()
-        else:
-            st = kafka.status()
-            state = f"running (pid {st.pid})" if st.running else "not running"
-            print(f"kafka {state}: bootstrap {st.bootstrap}")
-    except KafkaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print(f"logs: {kafka.log_dir}", file=sys.stderr)
-        return 1
-    print(f"data: {st.data_dir}\nlogs: {st.log_file}")
-    return 0 if args.command != "status" or st.running else 3
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

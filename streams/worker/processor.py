@@ -1,9 +1,9 @@
 """What the worker does with input messages, without Faust or Kafka: bytes in, records out.
 
-The worker (``streams.app``) drives two steps per message:
+The worker (``streams.worker.app``) drives two steps per message:
 
 1. ``decode``: parse the message (one input event, or a frame of status reports) with the twin's
-   models, so that it can be ordered by event time (``streams.ordering``) before it is folded;
+   models, so that it can be ordered by event time (``streams.worker.ordering``) before it is folded;
 2. ``HostProcessor.fold``: fold it into its host's record with ``Twin.ingest`` (which runs the
    balancing round when a tick is due), collecting every rejected input, and return the log
    entries, commands and dead letters it causes.
@@ -22,6 +22,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,11 +30,11 @@ from pydantic import ValidationError
 from twin.chain import Chainer
 from twin.engine import Twin
 from twin.errors import Rejected
-from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, InputEvent, StatusFrame
+from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, BalancerRound, Decision, Entry, InputEvent, StatusFrame
 from twin.log import rejection
 from twin.state import HostState
 
-from .metrics import rejection_reason
+from ..ops.pipeline import rejection_reason
 
 __all__ = ["Source", "Record", "Outputs", "Decoded", "HostRecord", "HostProcessor", "decode",
            "dead_letter", "RAW_ORIGINAL_BYTES", "DEFAULT_LATENESS_MS"]
@@ -81,14 +82,15 @@ class Outputs:
     addition_commands: list[bytes] = field(default_factory=list)
     dead_letters: list[Record] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    """Why each dead letter was sent: json, type, schema, state or late (streams.metrics)."""
+    """Why each dead letter was sent: json, type, schema, state or late (streams.ops.pipeline)."""
     inputs: list[str] = field(default_factory=list)
     """Type of each accepted input."""
     reports: int = 0
     decisions: list[str] = field(default_factory=list)
     rounds: int = 0
     fold_seconds: float = 0.0
-    """Time spent folding the message (with its balancing round, if one ran)."""
+    """Time spent folding the message (with its share of the balancing rounds, if one ran)."""
+
 
 
 @dataclass
@@ -194,66 +196,126 @@ class HostProcessor:
     def fold(self, item: Decoded, record: HostRecord | None) -> tuple[HostRecord | None, Outputs]:
         """Fold one message into ``record`` (changed in place: pass a copy to keep the original);
         return the host's record (None: the host never joined) and the outputs."""
+        host = item.host
+        outs, records = self.fold_batch([item], lambda name: record if name == host else None)
+        return records.get(host, record) if host is not None else record, outs[0]
+
+    def fold_batch(self, items: Sequence[Decoded], record_of: Callable[[str], HostRecord | None]
+                   ) -> tuple[list[Outputs], dict[str, HostRecord]]:
+        """Fold a batch of messages, in order; the outputs of each, and the records of the hosts
+        they changed. ``record_of(host)`` gives a host's record to start from (a copy: it is
+        changed in place), or None.
+
+        The rounds that come due are computed together (``Twin.rounds``), each at the latest
+        moment that keeps its host's order: before the host's next message in the batch, else at
+        the end. A round's entries go with the message that made it due, so each host's log reads
+        exactly as if every message were folded with its round on its own."""
+        twin = Twin()
+        working: dict[str, HostRecord] = {}
+        outs: list[Outputs] = []
+        due: dict[str, tuple[int, Outputs]] = {}
+        for item in items:
+            host = item.host
+            if host is not None and host in due:
+                self._rounds(twin, due, working)
+            if host is not None and host not in twin.hosts and host not in working:
+                record = record_of(host)
+                if record is not None:
+                    working[host] = record
+                    twin.hosts[host] = record.state
+            out = self._fold(twin, item, working)
+            if out.log and twin.due(host, item.at_ms, self.tick_ms):  # type: ignore[arg-type]
+                due[host] = (item.at_ms, out)  # type: ignore[index]
+            outs.append(out)
+        self._rounds(twin, due, working)
+        return outs, working
+
+    def _fold(self, twin: Twin, item: Decoded, working: dict[str, HostRecord]) -> Outputs:
+        """Fold one message (without its round) into ``twin``; chain its entries."""
         if item.rejected is not None:
-            return record, item.rejected
+            return item.rejected
         out = Outputs()
         message, source = item.message, item.source
         host = message.host
-        events: list[InputEvent] = message.events() if isinstance(message, StatusFrame) else [message]
-        where = isinstance(message, StatusFrame)
+        in_frame = isinstance(message, StatusFrame)
+        record = working.get(host)
         if record is not None:
-            events = self._drop_late(events, record.state, item, out, where)
-        twin = Twin()
-        if record is not None:
-            twin.hosts[host] = record.state
+            message = self._drop_late(message, record.state, item, out)
+            if message is None:
+                return out
         started = time.perf_counter()
-        entries, rejected = twin.ingest(events, self.tick_ms)
+        entries, rejected = twin.ingest(message, self.tick_ms, run_round=False)
         out.fold_seconds = time.perf_counter() - started
         for index, error in rejected:
             out.dead_letters.append(dead_letter(item.value, source, error.reason, error.field, error.value,
-                                                index if where else None))
+                                                index if in_frame else None))
             out.reasons.append(rejection_reason(error, stage="apply"))
         state = twin.hosts.get(host)
         if state is None:  # nothing about this host was ever accepted
-            return None, out
-        record = record or HostRecord(state)
-        record.state = state
+            return out
+        if record is None:
+            record = working[host] = HostRecord(state)
+        self._log(record, entries, out)
+        return out
+
+    def _rounds(self, twin: Twin, due: dict[str, tuple[int, Outputs]], working: dict[str, HostRecord]) -> None:
+        """Run the rounds that are due, all together, and log each with its message."""
+        if not due:
+            return
+        started = time.perf_counter()
+        rounds = twin.rounds([(host, at_ms) for host, (at_ms, _) in due.items()])
+        share = (time.perf_counter() - started) / len(rounds)
+        for entry, (host, (_, out)) in zip(rounds, due.items()):
+            out.fold_seconds += share
+            self._log(working[host], [entry], out)
+        due.clear()
+
+    def _log(self, record: HostRecord, entries: Sequence[Entry], out: Outputs) -> None:
+        """Chain ``entries`` onto the host's log, and note what they hold."""
+        host = record.state.name
         chainer = Chainer({host: record.chain} if record.chain else None)
         for entry in entries:
-            line = chainer.line(entry).encode()
-            out.log.append(line)
-            if isinstance(entry, DECISION_TYPES):
-                out.decisions.append(entry.type)
-                if entry.type in ("decision.balloon", "decision.unballoon"):
-                    out.balloon_commands.append(line)
-                elif entry.type == "decision.hot_add":
-                    out.addition_commands.append(line)
-                continue
-            out.inputs.append(entry.type)
-            if entry.type == "guest.status":
-                out.reports += 1
-            elif entry.type == "balancer.tick":
+            out.log.append(chainer.line(entry).encode())
+            if isinstance(entry, BalancerRound):
                 out.rounds += 1
+                out.inputs.append("balancer.tick")
+                self._commands(entry.decisions, out)
+            elif isinstance(entry, DECISION_TYPES):
+                self._commands((entry,), out)
+            elif isinstance(entry, StatusFrame):
+                out.inputs += ["guest.status"] * len(entry.reports)
+                out.reports += len(entry.reports)
+            else:
+                out.inputs.append(entry.type)
+                out.reports += entry.type == "guest.status"
         record.chain = chainer.heads.get(host, record.chain)
-        record.entries += len(out.log)
-        return record, out
+        record.entries += len(entries)
 
-    def _drop_late(self, events: list[InputEvent], state: HostState, item: Decoded, out: Outputs,
-                   in_frame: bool) -> list[InputEvent]:
-        """Dead-letter the inputs more than ``lateness_ms`` behind the host's event time."""
+    @staticmethod
+    def _commands(decisions: Iterable[Decision], out: Outputs) -> None:
+        """Each decision for the guests' actuators, as a whole event of its own."""
+        for decision in decisions:
+            out.decisions.append(decision.type)
+            if decision.type in ("decision.balloon", "decision.unballoon"):
+                out.balloon_commands.append(decision.model_dump_json().encode())
+            elif decision.type == "decision.hot_add":
+                out.addition_commands.append(decision.model_dump_json().encode())
+
+    def _drop_late(self, message: InputEvent | StatusFrame, state: HostState, item: Decoded,
+                   out: Outputs) -> InputEvent | StatusFrame | None:
+        """The message, or None if it is more than ``lateness_ms`` behind the host's event time:
+        then it is dead-lettered (each report of a frame: they share its time)."""
         horizon = state.last_at_ms - self.lateness_ms
-        kept = []
-        for index, event in enumerate(events):
-            if event.at_ms >= horizon:
-                kept.append(event)
-                continue
-            behind = state.last_at_ms - event.at_ms
-            error = Rejected("at_ms", event.at_ms, f"late: {behind} ms behind host {state.name!r}'s event "
-                                                   f"time {state.last_at_ms} (lateness allowed: {self.lateness_ms} ms)")
-            out.dead_letters.append(dead_letter(item.value, item.source, error.reason, error.field, error.value,
-                                                index if in_frame else None))
+        if message.at_ms >= horizon:
+            return message
+        behind = state.last_at_ms - message.at_ms
+        error = Rejected("at_ms", message.at_ms, f"late: {behind} ms behind host {state.name!r}'s event "
+                                                 f"time {state.last_at_ms} (lateness allowed: {self.lateness_ms} ms)")
+        reports = len(message.reports) if isinstance(message, StatusFrame) else 0
+        for index in range(reports) if reports else [None]:
+            out.dead_letters.append(dead_letter(item.value, item.source, error.reason, error.field, error.value, index))
             out.reasons.append("late")
-        return kept
+        return None
 
     def process(self, key: bytes | None, value: bytes | None, source: Source,
                 record: HostRecord | None) -> tuple[HostRecord | None, Outputs]:

@@ -1,14 +1,14 @@
 """The Faust worker: exactly-once folding of each partition's inputs, one transaction per batch.
 
 Faust consumes the two input topics and spreads their partitions over the workers of the consumer
-group; its agent only decodes each message and queues it by partition (``streams.ordering``). A
+group; its agent only decodes each message and queues it by partition (``streams.worker.ordering``). A
 committer task takes what is ready every few milliseconds and, for each partition, in one Kafka
-transaction (``streams.transactions``):
+transaction (``streams.worker.transactions``):
 
-1. folds the messages in event-time order into the hosts' records (``streams.processor``),
+1. folds the messages in event-time order into the hosts' records (``streams.worker.processor``),
    skipping any message the partition's mark says was processed before;
 2. sends the log entries, commands and dead letters, the changed host records and the new mark to
-   the compacted snapshot topic (``streams.snapshots``), a signed checkpoint of each chain it
+   the compacted snapshot topic (``streams.worker.snapshots``), a signed checkpoint of each chain it
    extended when the worker has a key (``DMTWIN_KEY``, docs/audit.md), and the input offsets;
 3. commits. Only then does the worker's memory take the new state.
 
@@ -39,10 +39,11 @@ from twin.log import Replay
 from twin.report import summary
 from twin.state import HostState
 
-from .metrics import PipelineMetrics, twin_registry
+from ..ops.pipeline import PipelineMetrics
+from ..ops.serving import twin_registry
 from .ordering import EventTimeMerge
 from .processor import Decoded, HostProcessor, HostRecord, Outputs, Source, dead_letter, decode
-from .settings import Settings
+from ..kafka.settings import Settings
 from .snapshots import MARK_KEY, PartitionSnapshot, load_partition
 from .transactions import RECOVERY_STEP_S, Fenced, Out, PartitionProducer
 
@@ -86,7 +87,7 @@ class Worker:
         if settings.key_path:
             from twin.signing import Signer
 
-            from .keys import load_private
+            from ..audit.keys import load_private
 
             self.signer = Signer(load_private(settings.key_path))
         self._loading: asyncio.Task[None] | None = None
@@ -162,18 +163,16 @@ class Worker:
         if not released:
             return
         mark = part.snapshot.mark.copy()
-        working: dict[str, HostRecord] = {}
-        records: list[Out] = []
-        outs: list[Outputs] = []
+        fresh: list[Decoded] = []
         for item in released:
             if mark.seen(item.source):
                 continue  # processed before a crash or a rebalance
             mark.advance(item.source)
-            out = self._fold(item, part, working)
-            records.extend(self._outputs(item, out))
-            outs.append(out)
-        if not outs:
+            fresh.append(item)
+        if not fresh:
             return
+        outs, working = self._fold_all(fresh, part)
+        records = [record for item, out in zip(fresh, outs) for record in self._outputs(item, out)]
         snapshots = [Out(self.snapshot_topic, host.encode(), record.to_bytes(), part.number)
                      for host, record in working.items()]
         if self.signer is not None:  # a signed checkpoint of each chain this batch extended
@@ -206,6 +205,19 @@ class Worker:
             loaded = await load_partition(self._reader, self.snapshot_topic, part.number)
         return bool(loaded.mark.next == mark.next)
 
+    def _fold_all(self, items: list[Decoded], part: OwnedPartition) -> tuple[list[Outputs], dict[str, HostRecord]]:
+        """Fold a batch, its due rounds computed together; if that fails, message by message, so
+        that the one message that made it fail becomes a dead letter and the others are folded."""
+        def record_of(host: str) -> HostRecord | None:
+            stored = part.snapshot.hosts.get(host)
+            return stored.copy() if stored is not None else None
+        try:
+            return self.processor.fold_batch(items, record_of)
+        except Exception:  # no input, however crafted, stops the agent
+            log.exception("dmtwin worker: folding a batch of %d failed; folding its messages one by one", len(items))
+        working: dict[str, HostRecord] = {}
+        return [self._fold(item, part, working) for item in items], working
+
     def _fold(self, item: Decoded, part: OwnedPartition, working: dict[str, HostRecord]) -> Outputs:
         host = item.host
         record = None
@@ -214,7 +226,7 @@ class Worker:
             if record is None and host in part.snapshot.hosts:
                 record = part.snapshot.hosts[host].copy()
         try:
-            new, out = self.processor.fold(item, record)
+            new, out = self.processor.fold(item, record.copy() if record is not None else None)
         except Exception as error:  # no input, however crafted, stops the agent
             log.exception("dmtwin worker: folding %s failed", item.source.line())
             new, out = None, Outputs(dead_letters=[dead_letter(item.value, item.source, f"internal error: {error!r}")],
@@ -304,7 +316,7 @@ class Worker:
             consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host=s.web_host,
             web_bind=s.web_host, stream_wait_empty=False,
             broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
-            broker_max_poll_records=2000,
+            broker_max_poll_records=2000, **s.security.faust(),
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                                "value_serializer": "raw"}
@@ -348,5 +360,5 @@ class Worker:
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
-    """The Faust app for ``faust -A streams.app worker`` style use."""
+    """The Faust app for ``faust -A streams.worker.app worker`` style use."""
     return Worker(settings or Settings()).app

@@ -17,11 +17,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Callable, Self, Sequence
+from typing import Callable, Sequence
 
-from twin.events import Decision, InputEvent
-from twin.log import encode, open_log
+from twin.events import InputEvent
 from twin.sources.errors import Problems, SourceProblem
 from twin.sources.meminfo import (
     HvBalloon,
@@ -37,37 +35,11 @@ from twin.sources.observed import (
     Snapshot,
 )
 
+from .jsonl import JsonlSink, Sink
+
 __all__ = ["Sink", "JsonlSink", "run_agent", "agent_main", "HV_BALLOON_PATH"]
 
-Sink = Callable[[InputEvent | Decision], None]
-"""Where events go: called once per event, in order."""
 HV_BALLOON_PATH = "/sys/kernel/debug/hv-balloon"
-
-
-class JsonlSink:
-    """Appends each event as a JSON line to a file (``-``: stdout; ``.gz``: compressed), flushed
-    line by line so that a reader can follow it."""
-
-    def __init__(self, path: str | Path, mode: str = "a") -> None:
-        self.path = str(path)
-        self._out: IO[Any] = sys.stdout if self.path == "-" else open_log(path, mode)
-        self.count = 0
-
-    def __call__(self, event: InputEvent | Decision) -> None:
-        self._out.write(encode(event) + "\n")
-        self._out.flush()
-        self.count += 1
-
-    def close(self) -> None:
-        if self._out is not sys.stdout:
-            self._out.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
 
 
 def _read(path: Path) -> str | None:
@@ -146,11 +118,19 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--proc-root", default="/proc")
     parser.add_argument("--to", default="-",
                         help="kafka://HOST:PORT, or a JSON Lines file to append to (default stdout)")
+    from ..kafka.security import add_kafka_security_options, security_from_args
+
+    add_kafka_security_options(parser)
     args = parser.parse_args(argv)
     problems: list[SourceProblem] = []
     from .sink import sink_for
 
-    sink = sink_for(args.to, append=True)
+    try:
+        security = security_from_args(args) if args.to.startswith("kafka://") else None
+        sink = sink_for(args.to, append=True, security=security)
+    except (OSError, ValueError) as error:
+        print(f"dmtwin agent: {error}", file=sys.stderr)
+        return 2
     try:
         run_agent(args.host, args.vm, sink, args.interval, args.count, args.proc_root,
                   host_mib=args.host_mib, problems=problems)

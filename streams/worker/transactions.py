@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_RECORD_BYTES = 8 * 1024 * 1024 + 64 * 1024
 """The largest record the worker sends: a dead letter keeps an input of up to the broker's default
-1 MiB raw, and the dead-letter topic allows 8 MiB (``streams.feed.ensure_topics``)."""
+1 MiB raw, and the dead-letter topic allows 8 MiB (``streams.kafka.feed.ensure_topics``)."""
 
 
 @dataclass(frozen=True)

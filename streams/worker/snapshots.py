@@ -29,7 +29,7 @@ MARK_KEY = b"\x00mark"
 @dataclass
 class PartitionMark:
     """The next offset to process of every input topic-partition of one partition. Each
-    topic-partition is processed in offset order (``streams.ordering`` only releases the heads of
+    topic-partition is processed in offset order (``streams.worker.ordering`` only releases the heads of
     its queues), so one offset says everything."""
 
     next: dict[str, int] = field(default_factory=dict)

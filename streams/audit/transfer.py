@@ -1,5 +1,5 @@
-"""The event log outside Kafka and back: export a topic to a file, import a file to a topic, and
-read either as the lines of a log (for ``dmtwin audit`` and ``dmtwin whatif``).
+"""The event log outside Kafka and back: export a topic to a file, import a file to a topic
+(``dmtwin log export|import``). Reading either as lines is ``streams.audit.logtool``'s.
 
 - **Export** writes the messages' values as JSON Lines (gzip when the name ends in .gz),
   partition after partition, so every host's entries keep their order. A small sidecar
@@ -10,8 +10,6 @@ read either as the lines of a log (for ``dmtwin audit`` and ``dmtwin whatif``).
   Kafka keeps each host's order. Its sidecar (``FILE.import-TOPIC.json``) records the lines sent
   and the topic's end offsets after each flush; on resume, messages that reached the topic after
   the last checkpoint are recognised and not sent again. ``skip`` starts at a given line instead.
-- **Verify in parallel**: hosts are independent, so ``verify_parallel`` hands each host's lines to
-  one of several processes and merges their verdicts.
 
 Uses kafka-python (synchronous). Progress goes to stderr.
 """
@@ -21,149 +19,20 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import queue
 import sys
-import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from twin.audit import Verification, Verifier, merge
 from twin.chain import split_line, verify_chain
 from twin.log import peek
-from twin.signing import CheckpointCheck, PublicKey, Signer
+from twin.signing import Signer
 
-__all__ = [
-    "ExportFilter",
-    "ExportStats",
-    "ImportStats",
-    "export_log",
-    "host_of",
-    "import_log",
-    "kafka_url",
-    "open_lines",
-    "read_topic",
-    "verify_parallel",
-]
+from ..kafka.security import KafkaSecurity, connect
+from .logtool import BATCH, _kafka, _Progress, host_of, read_topic
 
-BATCH = 5000
-Offsets = dict[int, int] | int | Callable[[int], int] | None
-PROGRESS_EVERY_S = 2.0
-
-
-def _kafka() -> Any:
-    with warnings.catch_warnings():  # kafka-python 3 imports deprecated importlib APIs
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import kafka  # type: ignore[import-untyped]
-        import kafka.admin  # type: ignore[import-untyped]
-    return kafka
-
-
-def kafka_url(text: str) -> str | None:
-    """``kafka://HOST:PORT`` → ``HOST:PORT``; None for anything else."""
-    if text.startswith("kafka://") and len(text) > len("kafka://"):
-        return text[len("kafka://"):]
-    return None
-
-
-def host_of(line: bytes) -> str | None:
-    """The host a log line belongs to (its Kafka key), or None if the line is not an event."""
-    head = peek(line)
-    if head is not None:
-        return head[1]
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return None
-    host = data.get("host") if isinstance(data, dict) else None
-    return host if isinstance(host, str) else None
-
-
-class _Progress:
-    """A line on stderr every few seconds."""
-
-    def __init__(self, what: str, out: IO[str] | None) -> None:
-        self.what, self.out = what, out
-        self.started = self.last = time.monotonic()
-
-    def __call__(self, done: int, detail: str = "", final: bool = False) -> None:
-        now = time.monotonic()
-        if self.out is None or (not final and now - self.last < PROGRESS_EVERY_S):
-            return
-        self.last = now
-        rate = done / max(now - self.started, 1e-9)
-        print(f"dmtwin log {self.what}: {done:,} messages{detail} ({rate:,.0f}/s)"
-              + (" done" if final else ""), file=self.out, flush=True)
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-
-def read_topic(bootstrap: str, topic: str, start: Offsets = None,
-               end: Offsets = None, partitions: Iterable[int] | None = None
-               ) -> Iterator[tuple[int, int, bytes | None, bytes]]:
-    """(partition, offset, key, value) of every message, partition after partition, from ``start``
-    (default: the beginning) up to ``end`` (default: the end offsets when called; exclusive).
-    ``start`` and ``end`` are one offset for all partitions, or one per partition (a dict, or a
-    function of the partition)."""
-    kafka = _kafka()
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                   isolation_level="read_committed")
-    try:
-        known = consumer.partitions_for_topic(topic)
-        if not known:
-            raise ValueError(f"topic {topic!r} does not exist on {bootstrap}")
-        chosen = sorted(known if partitions is None else set(partitions) & set(known))
-        tps = [kafka.TopicPartition(topic, p) for p in chosen]
-        ends = consumer.end_offsets(tps)
-        begins = consumer.beginning_offsets(tps)
-        for tp in tps:
-            stop = min(ends[tp], _offset(end, tp.partition, ends[tp]))
-            first = max(begins[tp], _offset(start, tp.partition, 0))
-            if first >= stop:
-                continue
-            consumer.assign([tp])
-            consumer.seek(tp, first)
-            while consumer.position(tp) < stop:
-                for record in consumer.poll(timeout_ms=1000, max_records=BATCH).get(tp, []):
-                    if record.offset >= stop:
-                        break
-                    yield tp.partition, record.offset, record.key, record.value
-    finally:
-        consumer.close()
-
-
-def _offset(offsets: Offsets, partition: int, default: int) -> int:
-    if offsets is None:
-        return default
-    if isinstance(offsets, int):
-        return offsets
-    if isinstance(offsets, dict):
-        return offsets.get(partition, default)
-    return offsets(partition)
-
-
-def open_lines(source: str, topic: str | None = None) -> Iterator[bytes]:
-    """The lines of a log: a file (.gz allowed), ``-`` for stdin, or ``kafka://HOST:PORT`` (the
-    event-log topic, partition after partition)."""
-    bootstrap = kafka_url(source)
-    if bootstrap is not None:
-        yield from (value for _, _, _, value in read_topic(bootstrap, topic or _default_topic()))
-        return
-    if source == "-":
-        yield from sys.stdin.buffer
-        return
-    path = Path(source)
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as lines:
-        yield from lines
-
-
-def _default_topic() -> str:
-    from .topics import Topics
-
-    return Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin.")).event_log
+__all__ = ["ExportFilter", "ExportStats", "ImportStats", "export_log", "import_log"]
 
 
 # --- export -------------------------------------------------------------------------------------
@@ -210,8 +79,8 @@ class ExportStats:
 
 
 def export_log(bootstrap: str, topic: str, path: str | Path, filt: ExportFilter = ExportFilter(),
-               fresh: bool = False, max_messages: int | None = None, progress: IO[str] | None = sys.stderr
-               ) -> ExportStats:
+               fresh: bool = False, max_messages: int | None = None, progress: IO[str] | None = sys.stderr,
+               security: KafkaSecurity | None = None) -> ExportStats:
     """Export ``topic`` to ``path``, resuming an interrupted export (see the module docstring)."""
     path = Path(path)
     sidecar = path.with_name(path.name + ".export.json")
@@ -258,7 +127,7 @@ def export_log(bootstrap: str, topic: str, path: str | Path, filt: ExportFilter 
         tmp.replace(sidecar)
 
     for partition, offset, key, value in read_topic(bootstrap, topic, lambda p: max(start.get(p, 0), first),
-                                                    filt.end_offset, filt.partitions or None):
+                                                    filt.end_offset, filt.partitions or None, security):
         stats.read += 1
         if filt.keeps(key, value):
             batch.append(value.rstrip(b"\n") + b"\n")
@@ -288,9 +157,9 @@ class ImportStats:
     """Signed checkpoints sent (with a signer)."""
 
 
-def _ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+def _ensure_topic(bootstrap: str, topic: str, partitions: int, security: KafkaSecurity | None = None) -> None:
     kafka = _kafka()
-    admin = kafka.admin.KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = connect(kafka.admin.KafkaAdminClient, bootstrap, security)
     try:
         if topic not in admin.list_topics():
             try:
@@ -301,10 +170,10 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
         admin.close()
 
 
-def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def _end_offsets(bootstrap: str, topic: str, security: KafkaSecurity | None = None) -> dict[int, int]:
     kafka = _kafka()
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                   isolation_level="read_committed")
+    consumer = connect(kafka.KafkaConsumer, bootstrap, security, enable_auto_commit=False, group_id=None,
+                       isolation_level="read_committed")
     try:
         tps = [kafka.TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
@@ -314,7 +183,8 @@ def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = None, partitions: int = 4,
                max_messages: int | None = None, progress: IO[str] | None = sys.stderr,
-               signer: Signer | None = None, checkpoints_topic: str | None = None) -> ImportStats:
+               signer: Signer | None = None, checkpoints_topic: str | None = None,
+               security: KafkaSecurity | None = None) -> ImportStats:
     """Send a log file's lines to ``topic`` keyed by host, resuming an interrupted import.
 
     With a ``signer``, the file's chains are checked first (a broken one is refused: signing it
@@ -332,8 +202,8 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
             first = broken[0]
             raise ValueError(f"{path}: not signing a log whose chain is broken ({len(broken)} problems, the first "
                              f"at line {first.position}, host {first.host}: {first.kind}); dmtwin audit verify says more")
-        _ensure_topic(bootstrap, checkpoints_topic, partitions)
-    _ensure_topic(bootstrap, topic, partitions)
+        _ensure_topic(bootstrap, checkpoints_topic, partitions, security)
+    _ensure_topic(bootstrap, topic, partitions, security)
     counts: dict[str, int] = {}
     heads: dict[str, tuple[str, int]] = {}
     touched: set[str] = set()
@@ -347,13 +217,13 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
         saved = json.loads(sidecar.read_text())
         start = saved["lines"]
         ends = {int(p): o for p, o in saved["ends"].items()}
-        now = _end_offsets(bootstrap, topic)
+        now = _end_offsets(bootstrap, topic, security)
         if any(now.get(p, 0) > o for p, o in ends.items()) or set(now) - set(ends):
-            for _, _, key, value in read_topic(bootstrap, topic, start=ends, end=now):
+            for _, _, key, value in read_topic(bootstrap, topic, start=ends, end=now, security=security):
                 extra.setdefault(key or b"", []).append(value)
-    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                   max_in_flight_requests_per_connection=1, linger_ms=20,
-                                   batch_size=512 * 1024, delivery_timeout_ms=300_000, request_timeout_ms=30_000)
+    producer = connect(kafka.KafkaProducer, bootstrap, security, acks="all", enable_idempotence=True,
+                       max_in_flight_requests_per_connection=1, linger_ms=20,
+                       batch_size=512 * 1024, delivery_timeout_ms=300_000, request_timeout_ms=30_000)
     show = _Progress("import", progress)
     pending = 0
     futures: list[Any] = []
@@ -378,7 +248,7 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
         futures.clear()
         if failed:  # the sidecar keeps the last delivered line: a rerun resumes from there
             raise RuntimeError(f"{len(failed)} lines were not delivered to {topic}: {failed[0]!r}")
-        state = {"topic": topic, "lines": lines, "ends": _end_offsets(bootstrap, topic)}
+        state = {"topic": topic, "lines": lines, "ends": _end_offsets(bootstrap, topic, security)}
         tmp = sidecar.with_name(sidecar.name + ".tmp")
         tmp.write_text(json.dumps(state, sort_keys=True))
         tmp.replace(sidecar)
@@ -427,92 +297,3 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
         producer.close()
     show(stats.sent, f" sent to {topic}, {stats.already_there} already there", final=True)
     return stats
-
-
-# --- parallel verify ----------------------------------------------------------------------------
-
-
-def _verify_worker(inbox: Any, results: Any, key: bytes | None = None,
-                   checkpoints: list[bytes] | None = None, first: bool = True) -> None:
-    check = None if checkpoints is None else CheckpointCheck(PublicKey(key) if key else None, checkpoints)
-    verifier = Verifier(checkpoints=check)
-    for message in iter(inbox.get, None):
-        if isinstance(message, tuple):  # all lines are in: the log's length and this worker's heads
-            verifier.chain.lines_seen = message[0]
-            verifier.end = message[0] + 1
-            verifier.chain.expected_heads = message[1]
-            continue
-        for position, line in message:
-            verifier.feed(position, line)
-    results.put(verifier.finish(signed_hosts=(), file_problems=first))
-
-
-def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | None = None,
-                    key: PublicKey | None = None, checkpoints: list[bytes] | None = None) -> Verification:
-    """``twin.audit.verify`` with each host's lines in one of ``jobs`` processes (hosts are dealt
-    out in the order they first appear, so that each process gets as many); each process checks
-    its hosts' ``checkpoints`` (signatures too) with ``key``."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    inboxes = [ctx.Queue(maxsize=32) for _ in range(jobs)]
-    results = ctx.Queue()
-    raw = key.raw if key is not None else None
-    workers = [ctx.Process(target=_verify_worker, args=(inbox, results, raw, checkpoints, index == 0), daemon=True)
-               for index, inbox in enumerate(inboxes)]
-    for worker in workers:
-        worker.start()
-
-    def put(index: int, message: object) -> None:
-        while True:  # never wait forever on a verifier that died
-            try:
-                inboxes[index].put(message, timeout=1.0)
-                return
-            except queue.Full:
-                _alive(workers[index])
-
-    batches: list[list[tuple[int, bytes]]] = [[] for _ in range(jobs)]
-    owner: dict[str | None, int] = {None: 0}  # lines that are not events: one verifier reports them
-    end = 0
-    for end, line in enumerate(lines, start=1):
-        position = end  # 1-based line numbers
-        head = peek(line)
-        host = head[1] if head is not None else host_of(line)
-        index = owner.get(host)
-        if index is None:
-            index = owner[host] = (len(owner) - 1) % jobs
-        batch = batches[index]
-        batch.append((position, line))
-        if len(batch) >= 2000:
-            put(index, batch)
-            batches[index] = []
-    for index, batch in enumerate(batches):
-        if batch:
-            put(index, batch)
-        put(index, (end, {h: d for h, d in (heads or {}).items() if owner.get(h, 0) == index}))
-        put(index, None)
-    parts: list[Verification] = []
-    while len(parts) < jobs:
-        try:
-            parts.append(results.get(timeout=1.0))
-        except queue.Empty:
-            for worker in workers:
-                _alive(worker)
-    for worker in workers:
-        worker.join()
-    merged = merge(parts)
-    if checkpoints is not None:  # hosts with checkpoints and no line at all: cut off entirely
-        check = CheckpointCheck(key, checkpoints)
-        gone = set(check.watch) - set(owner)
-        if gone:
-            problems, coverage = check.finish(gone, file_problems=False)
-            merged.signature = sorted(merged.signature + problems, key=lambda s: (s.position, s.host))
-            merged.coverage.update(coverage)
-        merged.key = key.fingerprint if key is not None else None
-        merged.checkpoints, merged.duplicate_checkpoints = check.checkpoints, check.duplicates
-    return merged
-
-
-def _alive(worker: Any) -> None:
-    if not worker.is_alive() and worker.exitcode:
-        raise RuntimeError(f"a verifier process failed (exit code {worker.exitcode})")

@@ -1,0 +1,113 @@
+"""A frame of status reports folded at once: the same arithmetic as one report at a time
+(``twin.host``), as a few array operations over the frame's VMs.
+
+``check`` finds which reports the host refuses (a VM not running, a report before its VM's
+start, more available memory than the guest can see) and which are superseded (older than the
+VM's last event: they change nothing); ``fold`` applies the rest. Integer arithmetic only, so
+the result is bit for bit the result of folding the reports one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import Rejected
+from .events import StatusFrame
+from .state import NO_DATA, PRESSURE_WINDOW, Col, HostState
+
+__all__ = ["FrameCheck", "check", "fold", "SURPLUS_SLACK_PERCENT"]
+
+SURPLUS_SLACK_PERCENT = 10
+"""A VM counts as holding surplus once assigned exceeds ideal by this much (see balancer)."""
+
+
+@dataclass
+class FrameCheck:
+    """The outcome of checking a frame against its host: rows to fold, and refusals by index."""
+
+    rows: np.ndarray
+    """Row of each report to fold (unique VMs, in frame order)."""
+    reports: np.ndarray
+    """Index in the frame of each of those rows."""
+    rejected: list[tuple[int, Rejected]]
+    superseded: int = 0
+    sub: np.ndarray | None = None
+    """The rows of those VMs (a copy, as read)."""
+    committed: np.ndarray | None = None
+    available: np.ndarray | None = None
+
+
+def check(state: HostState, frame: StatusFrame) -> FrameCheck | None:
+    """Which reports fold and which are refused; None if a VM reports twice (fold it report by
+    report then: the second report sees the first)."""
+    index, at_ms = state.vms.index, frame.at_ms
+    rows: list[int] = []
+    positions: list[int] = []
+    rejected: list[tuple[int, Rejected]] = []
+    for k, report in enumerate(frame.reports):
+        i = index.get(report.vm)
+        if i is None:
+            rejected.append((k, Rejected("vm", report.vm, f"no such VM running on host {state.name!r}")))
+            continue
+        rows.append(i)
+        positions.append(k)
+    if len(set(rows)) != len(rows):
+        return None
+    idx = np.array(rows, dtype=np.intp)
+    at = np.array(positions, dtype=np.intp)
+    reports = frame.reports
+    available = np.array([reports[k].available_mib for k in positions], dtype=np.int64)
+    sub = state.vms.data[idx]
+    started = sub[:, Col.STARTED_AT]
+    late = at_ms < sub[:, Col.LAST_AT]
+    before = at_ms < started
+    over = ~late & ~before & (available > sub[:, Col.VISIBLE])
+    refused = before | over
+    if refused.any():
+        for j in np.flatnonzero(refused).tolist():
+            k, name = positions[j], reports[positions[j]].vm
+            if before[j]:
+                error = Rejected("at_ms", at_ms, f"time goes backwards for VM {name!r}: before its start at "
+                                                 f"{int(started[j])}")
+            else:
+                error = Rejected("available_mib", int(available[j]),
+                                 f"more than the {int(sub[j, Col.VISIBLE])} MiB the guest can see")
+            rejected.append((k, error))
+        rejected.sort(key=lambda item: item[0])
+    keep = ~(late | refused)
+    kept = at[keep]
+    committed = np.array([reports[k].committed_mib for k in kept.tolist()], dtype=np.int64)
+    return FrameCheck(idx[keep], kept, rejected, int(late.sum()), sub[keep], committed, available[keep])
+
+
+def fold(state: HostState, frame: StatusFrame, checked: FrameCheck) -> None:
+    """Fold the reports ``check`` kept (see ``twin.host._status_reported`` for each step's meaning)."""
+    idx = checked.rows
+    if len(idx) == 0:
+        return
+    at_ms = frame.at_ms
+    committed, available, sub = checked.committed, checked.available, checked.sub
+    assert committed is not None and available is not None and sub is not None
+    data, ring = state.vms.data, state.vms.history
+    assigned = sub[:, Col.ASSIGNED]
+    ballooned = sub[:, Col.VISIBLE] - assigned - sub[:, Col.PAGING]
+    demand = np.maximum(0, committed - ballooned)
+    pressure = np.where(assigned > 0, (200 * demand + assigned) // (2 * np.maximum(assigned, 1)), 0)
+    count = sub[:, Col.PRESSURE_COUNT]
+    slot = count % PRESSURE_WINDOW
+    dropped = np.where(count >= PRESSURE_WINDOW, ring[idx, slot], 0)
+    ring[idx, slot] = pressure
+    wanted = -(-demand * (100 + sub[:, Col.BUFFER_PERCENT]) // 100)
+    ideal = np.minimum(np.maximum(wanted, sub[:, Col.MINIMUM]), sub[:, Col.MAXIMUM])
+    since = sub[:, Col.SURPLUS_SINCE]
+    surplus = 100 * assigned > (100 + SURPLUS_SLACK_PERCENT) * ideal
+    sub[:, Col.SURPLUS_SINCE] = np.where(surplus, np.where(since == NO_DATA, at_ms, since), NO_DATA)
+    sub[:, Col.COMMITTED] = committed
+    sub[:, Col.AVAILABLE] = available
+    sub[:, Col.DEMAND] = demand
+    sub[:, Col.PRESSURE_SUM] += pressure - dropped
+    sub[:, Col.PRESSURE_COUNT] = count + 1
+    sub[:, Col.LAST_AT] = at_ms
+    data[idx] = sub
