@@ -32,145 +32,33 @@ import os
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import start_http_server
 
 from twin import virtio
 from twin.errors import Rejected
 from twin.events import (
     BalloonTargetSet,
     FrameReport,
-    HostJoined,
     MemoryAdditionRequested,
-    MemorySettings,
     StatusFrame,
     UnballoonRequested,
-    UnballoonResponded,
     VmRestarted,
-    VmStarted,
 )
 from twin.log import decode, encode
 
 from ..kafka.feed import DELIVERY_TIMEOUT_MS, delivery, ensure_topics
 from ..kafka.topics import Topics
-from .guest import MIB, VirtioMemory
+from .actuate import Actuator
 from .qmp import QmpError
+from .records import BridgeError, BridgeMetrics, BridgeVm, DriftEvent, drift_topic, ensure_topic, joins, now_ms
 
 __all__ = ["Bridge", "BridgeError", "BridgeVm", "DriftEvent", "drift_topic", "joins"]
 
 log = logging.getLogger("dmtwin.bridge")
-
-
-PARTIAL_BACKOFF_MIB = 8
-"""A balloon that stopped short gives this much back before the answer: room for the guest."""
-
-
-def drift_topic(topics: Topics) -> str:
-    """Out: ``lab.drift`` events, when the twin's belief and QEMU's part or meet again."""
-    return topics.prefix + "lab.drift"
-
-
-@dataclass(frozen=True)
-class BridgeError:
-    """Something the bridge refused or could not do; it goes on with the next command."""
-
-    field: str
-    value: Any
-    reason: str
-    at_ms: int
-    vm: str | None = None
-    seq: int | None = None
-
-    def describe(self) -> str:
-        where = f"{self.vm} #{self.seq}: " if self.vm and self.seq else (f"{self.vm}: " if self.vm else "")
-        return f"{where}{self.field}={self.value!r}: {self.reason}"
-
-    def as_dict(self) -> dict[str, Any]:
-        value = self.value if isinstance(self.value, (int, float, str, bool, type(None))) else repr(self.value)
-        return {"at_ms": self.at_ms, "vm": self.vm, "seq": self.seq, "field": self.field, "value": value,
-                "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class DriftEvent:
-    type: str
-    at_ms: int
-    host: str
-    vm: str
-    state: str
-    """``parted`` or ``met``."""
-    twin_assigned_mib: int
-    qemu_assigned_mib: int
-    drift_mib: int
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.__dict__, sort_keys=True).encode()
-
-
-@dataclass
-class BridgeVm:
-    """One VM of the bridge's host: its QMP devices, and the settings it joins the twin with."""
-
-    name: str
-    memory: VirtioMemory
-    settings: MemorySettings | None = None
-    busy: bool = False
-    settled_at: float = 0.0
-    parted: bool = False
-    apart: int = 0
-    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-
-
-def joins(host: str, total_mib: int, reserve_mib: int, policy: str, vms: list[BridgeVm],
-          at_ms: int) -> list[HostJoined | VmStarted]:
-    """The host and its VMs joining the twin, Linux virtio guests all."""
-    events: list[HostJoined | VmStarted] = [HostJoined(at_ms=at_ms, host=host, total_mib=total_mib,
-                                                       reserve_mib=reserve_mib, policy=policy)]  # type: ignore[arg-type]
-    for vm in vms:
-        if vm.settings is None:
-            continue
-        events.append(VmStarted(at_ms=at_ms, host=host, vm=vm.name, settings=vm.settings,
-                                capabilities=virtio.capabilities(hot_add=vm.memory.vmem_path is not None)))
-    return events
-
-
-async def _ensure_topic(bootstrap: str, name: str, partitions: int, client: dict[str, Any]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
-    await admin.start()
-    try:
-        if name not in set(await admin.list_topics()):
-            try:
-                await admin.create_topics([NewTopic(name, partitions, 1)])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.drift = Gauge("dmtwin_lab_drift_mib", "The twin's assigned memory minus QEMU's (balloon actual "
-                           "+ virtio-mem size), MiB", ["host", "vm"], registry=r)
-        self.assigned = Gauge("dmtwin_lab_assigned_bytes", "Memory QEMU gives the VM (balloon actual + "
-                              "virtio-mem size)", ["host", "vm"], registry=r)
-        self.commands = Counter("dmtwin_lab_commands", "Commands by kind and outcome (applied, duplicate, "
-                                "partial, failed)", ["kind", "outcome"], registry=r)
-        self.errors = Counter("dmtwin_lab_errors", "Commands or device calls the bridge refused or that "
-                              "failed, by field", ["field"], registry=r)
-        self.apply_seconds = Histogram("dmtwin_lab_apply_seconds", "From a command's arrival to its answer",
-                                       ["kind"], registry=r, buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32))
 
 
 class Bridge:
@@ -199,10 +87,9 @@ class Bridge:
         self.drift_tolerance_mib = drift_tolerance_mib
         self.drift_after = drift_after
         self.partitions = partitions
-        self.settle_s = settle_s
-        self.apply_timeout_s = apply_timeout_s
+        self.actuator = Actuator(host, self.error, settle_s, apply_timeout_s)
         self.on_answer = on_answer
-        self.metrics = _Metrics()
+        self.metrics = BridgeMetrics()
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.errors: list[BridgeError] = []
@@ -241,7 +128,7 @@ class Bridge:
 
     def error(self, field_name: str, value: Any, reason: str, vm: str | None = None,
               seq: int | None = None) -> BridgeError:
-        problem = BridgeError(field_name, value, reason, _now_ms(), vm, seq)
+        problem = BridgeError(field_name, value, reason, now_ms(), vm, seq)
         self.errors.append(problem)
         self.metrics.errors.labels(field_name).inc()
         log.error("dmtwin bridge %s: %s", self.host, problem.describe())
@@ -257,7 +144,7 @@ class Bridge:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_topics(self.bootstrap, self.topics, self.partitions, **self.client)
-        await _ensure_topic(self.bootstrap, drift_topic(self.topics), self.partitions, self.client)
+        await ensure_topic(self.bootstrap, drift_topic(self.topics), self.partitions, self.client)
         if self.metrics_port is not None:
             start_http_server(self.metrics_port, addr=self.metrics_host, registry=self.metrics.registry)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
@@ -312,7 +199,7 @@ class Bridge:
                 known = next((h for h in hosts if h["host"] == self.host), None)
             except (OSError, ValueError, KeyError):
                 known = None
-        at_ms = _now_ms()
+        at_ms = now_ms()
         if known is None:
             events: list[Any] = joins(self.host, self.total_mib, self.reserve_mib, self.policy,
                                       list(self.vms.values()), at_ms)
@@ -377,7 +264,10 @@ class Bridge:
                 if command.seq <= self.applied.get(vm.name, 0):  # queued twice before it was applied
                     self.duplicates += 1
                     continue
-                answer = await self._apply(vm, command)
+                answer, outcome = await self.actuator.apply(vm, command)
+                self.metrics.commands.labels(command.type, outcome).inc()
+                log.info("dmtwin bridge %s: %s #%d %s -> %s", self.host, vm.name, command.seq, command.type,
+                         answer.model_dump_json(exclude={"host", "vm", "v"}))
                 await self._send([(self.topics.host_events, encode(answer).encode())])
                 self.applied[vm.name] = command.seq
                 self._save_applied()
@@ -389,87 +279,13 @@ class Bridge:
                 vm.settled_at = time.time()
                 vm.busy = not vm.queue.empty()
 
-    async def _settle(self, probe: Callable[[], Any], reached: Callable[[int], bool]) -> int:
-        """Poll ``probe`` until ``reached`` or it stopped moving for ``settle_s``; return its value."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        value = await probe()
-        moved = start
-        while not reached(value) and loop.time() - moved < self.settle_s and loop.time() - start < self.apply_timeout_s:
-            await asyncio.sleep(0.1)
-            now_value = await probe()
-            if now_value != value:
-                value, moved = now_value, loop.time()
-        return int(value)
-
-    async def _apply(self, vm: BridgeVm, command: Any) -> Any:
-        memory = vm.memory
-        if isinstance(command, BalloonTargetSet):
-            try:
-                before = await memory.actual()
-                goal = max(0, before - command.remove_mib * MIB)
-                await memory.set_balloon(goal)
-                after = await self._settle(memory.actual, lambda value: value <= goal)
-                answer = virtio.balloon_answer(_now_ms(), self.host, vm.name, command.seq, command.remove_mib,
-                                               before, after)
-                if answer.released_mib < command.remove_mib:
-                    # Stopped short: the guest is at its edge. Give it back a little room, or its next
-                    # allocation deflates the balloon behind the twin's back (deflate-on-oom).
-                    answer = answer.model_copy(update={"released_mib": max(0, answer.released_mib
-                                                                           - PARTIAL_BACKOFF_MIB)})
-                held = before - answer.released_mib * MIB
-                if after != held:  # hold what was answered: no more, no less
-                    await memory.set_balloon(held)
-                    await self._settle(memory.actual, lambda value: value == held)
-            except QmpError as error:
-                self.error("qmp", error.command, f"{error.message} (balloon answered as 0 MiB released)",
-                           vm.name, command.seq)
-                answer = virtio.balloon_answer(_now_ms(), self.host, vm.name, command.seq, command.remove_mib, 0, 0)
-            outcome = "applied" if answer.released_mib == command.remove_mib else "partial"
-        elif isinstance(command, UnballoonRequested):
-            try:
-                before = await memory.actual()
-                goal = min(memory.base, before + command.return_mib * MIB)
-                await memory.set_balloon(goal)
-                after = await self._settle(memory.actual, lambda value: value >= goal)
-                outcome = "applied" if after >= goal else "partial"
-            except QmpError as error:
-                self.error("qmp", error.command, f"{error.message} (unballoon answered)", vm.name, command.seq)
-                outcome = "failed"
-            answer = UnballoonResponded(at_ms=_now_ms(), host=self.host, vm=vm.name, seq=command.seq)
-        else:
-            if memory.vmem_path is None:
-                self.error("vm", vm.name, "has no virtio-mem device: memory addition refused", vm.name, command.seq)
-                answer = virtio.hot_add_answer(_now_ms(), self.host, vm.name, command.seq, command.add_mib, 0, 0)
-                answer = answer.model_copy(update={"result": "permanent_failure"})
-            else:
-                try:
-                    before = await memory.plugged()
-                    goal = min(memory.region, before + command.add_mib * MIB)
-                    await memory.set_requested(goal)
-                    after = await self._settle(memory.plugged, lambda value: value >= goal)
-                    answer = virtio.hot_add_answer(_now_ms(), self.host, vm.name, command.seq, command.add_mib,
-                                                   before, after)
-                    if after < goal:  # the guest could not online more: stop asking it
-                        await memory.set_requested(before + answer.added_mib * MIB)
-                except QmpError as error:
-                    self.error("qmp", error.command, f"{error.message} (memory addition answered as 0 MiB)",
-                               vm.name, command.seq)
-                    answer = virtio.hot_add_answer(_now_ms(), self.host, vm.name, command.seq, command.add_mib, 0, 0)
-            outcome = "applied" if answer.added_mib == command.add_mib else (
-                "partial" if answer.added_mib else "failed")
-        self.metrics.commands.labels(command.type, outcome).inc()
-        log.info("dmtwin bridge %s: %s #%d %s -> %s", self.host, vm.name, command.seq, command.type,
-                 answer.model_dump_json(exclude={"host", "vm", "v"}))
-        return answer
-
     async def _reporter(self, stop: asyncio.Event) -> None:
         """Every VM's status each ``report_interval_s``, as one frame of the host."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not stop.is_set():
             reports: list[FrameReport] = []
-            at_ms = _now_ms()
+            at_ms = now_ms()
             for vm in self.vms.values():
                 if vm.busy:
                     continue  # mid-command: its figures are moving; the answer comes first
@@ -528,7 +344,7 @@ class Bridge:
                 changed = (not vm.parted and vm.apart >= self.drift_after) or (vm.parted and not apart)
                 if changed:
                     vm.parted = not vm.parted
-                    event = DriftEvent("lab.drift", _now_ms(), self.host, vm.name, "parted" if vm.parted else "met",
+                    event = DriftEvent("lab.drift", now_ms(), self.host, vm.name, "parted" if vm.parted else "met",
                                        int(twin["assigned_mib"]), virtio.assigned_mib(actual, plugged), drift)
                     self.drifts.append(event)
                     log.warning("dmtwin bridge %s: %s drift %s: twin %d MiB, QEMU %d MiB", self.host, vm.name,

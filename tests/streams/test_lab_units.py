@@ -103,3 +103,20 @@ def test_the_bridge_refuses_bad_commands_naming_field_and_value_and_skips_repeat
 def test_a_balloon_answer_is_never_negative(answer_mib: int):
     grown = virtio.balloon_answer(1, "h", "vm", 1, 64, before_bytes=400 * MIB, after_bytes=(400 + answer_mib) * MIB)
     assert grown.released_mib == 0
+
+
+def test_the_applied_seqs_survive_a_restart_of_the_bridge(tmp_path: Path):
+    async def first() -> None:
+        bridge = Bridge("localhost:1", Topics("t."), "h", [BridgeVm("vm", memory=None)], tmp_path)  # type: ignore[arg-type]
+        bridge.applied["vm"] = 7
+        bridge._save_applied()
+
+    async def second() -> Bridge:
+        bridge = Bridge("localhost:1", Topics("t."), "h", [BridgeVm("vm", memory=None)], tmp_path)  # type: ignore[arg-type]
+        command = BalloonTargetSet(at_ms=1, host="h", vm="vm", seq=7, remove_mib=64, target_mib=448)
+        bridge._take(b"h", encode(command).encode())
+        return bridge
+
+    asyncio.run(first())
+    again = asyncio.run(second())
+    assert again.applied == {"vm": 7} and again.duplicates == 1 and again.vms["vm"].queue.empty()
