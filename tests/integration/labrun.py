@@ -19,8 +19,9 @@ T = TypeVar("T")
 
 
 class LabThread:
-    def __init__(self, scenario: Scenario, run_dir: Path) -> None:
+    def __init__(self, scenario: Scenario, run_dir: Path, monitors: bool = True) -> None:
         self.lab = Lab(scenario, run_dir)
+        self.monitors = monitors
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="lab", daemon=True)
         self.thread.start()
@@ -37,7 +38,8 @@ class LabThread:
             return "qemu-system-x86_64 is not installed (scripts/setup installs qemu-system-x86)"
         try:
             self.call(self.lab.start(), timeout_s=240)
-            self.call(self.lab.open_monitors())
+            if self.monitors:
+                self.call(self.lab.open_monitors())
         except GuestError as error:
             return f"QEMU cannot start a guest here: {error}"
         return None

@@ -195,3 +195,48 @@ def test_real_guests_get_memory_added_ballooned_and_answer_for_real(kafka_bootst
               f"holder -{holder_answer.released_mib} MiB (partial)")
     finally:
         worker.stop()
+
+
+def test_dmtwin_bridge_drives_a_vm_through_a_qmp_socket_given_on_the_command_line(kafka_bootstrap, tmp_path):
+    """As for a libvirt VM: ``dmtwin bridge --qmp VM=SOCKET`` in its own process, on the guest's
+    second QMP monitor; the test reads QEMU on the first."""
+    host = "solo-h"
+    scenario = {"duration_s": 600, "hosts": [{"name": host, "total_mib": 768, "reserve_mib": 256, "policy": "esx",
+                "vms": [{"name": "solo", "startup_mib": 512, "minimum_mib": 256, "maximum_mib": 512,
+                         "guest": {"os": "linux", "hot_add": False}, "workload": {"kind": "steady", "mib": 0}}]}]}
+    path = tmp_path / "solo.json"
+    path.write_text(json.dumps(scenario))
+    run = LabThread(Scenario.model_validate(scenario), tmp_path / "lab", monitors=False)
+    worker = None
+    bridge = None
+    try:
+        reason = run.boot()
+        if reason is not None:
+            pytest.skip(reason)
+        app_id, topics = unique_topics()
+        worker = WorkerProcess(kafka_bootstrap, tmp_path / "w", app_id, topics).start()
+        guest = run.lab.guests["solo"]
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "bridge", "--host", host, "--scenario", str(path),
+             "--qmp", f"solo={guest.monitor_socket}", "--to", f"kafka://{kafka_bootstrap}",
+             "--twin-url", f"http://127.0.0.1:{worker.web_port}", "--state-dir", str(tmp_path / "bridge")],
+            cwd=ROOT, env={**worker.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        qemu = run.lab.memory["solo"]
+        # esx reclaims idle memory at once: the idle guest is ballooned to its Minimum, 256 MiB
+        wait_for("the balloon to be applied", lambda: run.call(qemu.actual()) == 256 * MIB, timeout_s=90)
+        wait_for("the twin to record the answer",
+                 lambda: [(v["assigned_mib"], v["pending"]) for v in worker.hosts()[host]["vms"]] == [(256, "none")],
+                 timeout_s=30)
+        applied = json.loads((tmp_path / "bridge" / "applied.json").read_text())
+        assert applied == {host: {"solo": 1}}
+        bridge.terminate()
+        out, _ = bridge.communicate(timeout=30)
+        assert bridge.returncode == 0, out[-2000:]
+        assert "bridging host solo-h: solo" in out and "solo #1 decision.balloon" in out, out[-2000:]
+    finally:
+        if bridge is not None and bridge.poll() is None:
+            bridge.kill()
+            bridge.communicate()
+        if worker is not None:
+            worker.stop()
+        run.close()
