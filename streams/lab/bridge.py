@@ -7,7 +7,7 @@ command of its host:
 - skips it if its ``(host, vm, seq)`` was already applied (the last applied ``seq`` of each VM is
   kept in a state file, written once the answer is delivered: a redelivered command is not applied
   twice, even across a restart of the bridge);
-- applies it over QMP (``streams.lab.guest.VirtioMemory``): ``balloon`` to inflate or deflate the
+- applies it over QMP (``streams.lab.actuate`` on ``streams.lab.guest.VirtioMemory``): ``balloon`` to inflate or deflate the
   balloon, ``qom-set requested-size`` to plug virtio-mem memory;
 - watches what the guest really does (balloon ``actual``, virtio-mem ``size``) until it reaches the
   target or stops moving, pins the device at what was reached, and sends the guest's real answer
