@@ -16,14 +16,13 @@ from typing import Any
 __all__ = ["add_commands"]
 
 
-def _env_broker() -> str:
-    return "kafka://" + os.environ.get("DMTWIN_BROKER", "localhost:9092")
+def _bootstrap(args: argparse.Namespace) -> str:
+    """The broker of ``--kafka`` (or ``$DMTWIN_BROKER``), checked to answer before any client waits."""
+    from ..cli.failure import reach_broker
 
-
-def _bootstrap(url: str) -> str:
-    if not url.startswith("kafka://") or len(url) <= len("kafka://"):
-        raise ValueError(f"--to={url!r}: expected kafka://HOST:PORT")
-    return url[len("kafka://"):]
+    if args.kafka:
+        return reach_broker(args.kafka)
+    return reach_broker(os.environ.get("DMTWIN_BROKER", "localhost:9092"), "DMTWIN_BROKER")
 
 
 def _topics():  # type: ignore[no-untyped-def]
@@ -81,18 +80,20 @@ def _lab_up(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     lab = Lab(scenario, Path(args.run_dir) if args.run_dir else None, host=args.host, accel=args.accel)
 
+    bootstrap = _bootstrap(args)
+
     async def run() -> None:
         stop = asyncio.Event()
         await _until_signalled(stop)
         await lab.start(say=_say)
         try:
-            bridge = lab.bridge(_bootstrap(args.to), _topics(), twin_url=_twin_url(args),
+            bridge = lab.bridge(bootstrap, _topics(), twin_url=_twin_url(args),
                                 partitions=_partitions(), metrics_port=args.metrics_port or None,
                                 client=_client(args))
             tasks = [asyncio.create_task(bridge.run(stop))]
             if args.follow_workloads:
                 tasks.append(asyncio.create_task(lab.follow_workloads(stop, speed=args.speed)))
-            _say(f"host {lab.host.name}: {', '.join(lab.guests)} bridged to {args.to}; run dir {lab.run_dir}; "
+            _say(f"host {lab.host.name}: {', '.join(lab.guests)} bridged to {bootstrap}; run dir {lab.run_dir}; "
                  f"Ctrl-C stops them")
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             stop.set()
@@ -202,18 +203,20 @@ def _bridge(args: argparse.Namespace) -> int:
     if join and host_spec is None:
         raise ValueError("--scenario: needed to join the host and its VMs to the twin (or give --no-join)")
 
+    bootstrap = _bootstrap(args)
+
     async def run() -> None:
         stop = asyncio.Event()
         await _until_signalled(stop)
         vms = [BridgeVm(vm, await VirtioMemory.open(path), settings.get(vm)) for vm, path in sockets.items()]
-        bridge = Bridge(_bootstrap(args.to), _topics(), args.host, vms,
+        bridge = Bridge(bootstrap, _topics(), args.host, vms,
                         Path(args.state_dir or Path(os.environ.get("DMTWIN_DATA_DIR") or ".dmtwin") / "bridge"),
                         total_mib=host_spec.total_mib if host_spec else None,
                         reserve_mib=host_spec.reserve_mib if host_spec else 0,
                         policy=host_spec.policy if host_spec else "hyperv", join=join,
                         twin_url=_twin_url(args), partitions=_partitions(),
                         metrics_port=args.metrics_port or None, client=_client(args))
-        _say(f"bridging host {args.host}: {', '.join(sockets)} to {args.to}")
+        _say(f"bridging host {args.host}: {', '.join(sockets)} to {bootstrap}")
         try:
             await bridge.run(stop)
         finally:
@@ -225,16 +228,22 @@ def _bridge(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--to", default=_env_broker(), help="kafka://HOST:PORT (default: $DMTWIN_BROKER)")
+    p.add_argument("--kafka", metavar="HOST:PORT",
+                   help="Kafka broker of the twin (kafka://HOST:PORT too; default $DMTWIN_BROKER, else localhost:9092)")
+    p.add_argument("--to", dest="kafka", help=argparse.SUPPRESS)
     p.add_argument("--twin-url", default=None,
                    help="the worker's web address, to compare its belief with QEMU's (default "
                         "http://127.0.0.1:$DMTWIN_WEB_PORT; 'none': no drift watch)")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve the bridge's metrics (dmtwin_lab_drift_mib, ...) on this port")
-    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"),
+                   help="how much the bridge logs to stderr (default info: every command applied)")
     from ..kafka.security import add_kafka_security_options
 
     add_kafka_security_options(p)
+
+
+RUN_DIR_HELP = "the lab's sockets, consoles and lab.json (default $DMTWIN_DATA_DIR/lab, else .dmtwin/lab)"
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -247,7 +256,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     u = lab.add_parser("up", help="boot a scenario host's VMs as real guests and bridge them to the twin")
     u.add_argument("scenario", help="scenario file (.toml/.json), e.g. examples/lab.toml")
     u.add_argument("--host", help="which host of the scenario (default: the first)")
-    u.add_argument("--run-dir", help="sockets and consoles (default $DMTWIN_DATA_DIR/lab or .dmtwin/lab)")
+    u.add_argument("--run-dir", help=RUN_DIR_HELP)
     u.add_argument("--follow-workloads", action="store_true",
                    help="hold each guest's tmpfs load at its scenario workload, second by second")
     u.add_argument("--speed", type=float, default=1.0, help="workload seconds per real second")
@@ -255,16 +264,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     _common(u)
     u.set_defaults(run=_lab_up)
     ld = lab.add_parser("load", help="set a lab guest's memory load (MiB held in its tmpfs)")
-    ld.add_argument("vm")
-    ld.add_argument("mib", type=int)
-    ld.add_argument("--run-dir")
+    ld.add_argument("vm", help="the lab guest (a VM of the scenario)")
+    ld.add_argument("mib", type=int, help="MiB its tmpfs load should hold")
+    ld.add_argument("--run-dir", help=RUN_DIR_HELP)
     ld.set_defaults(run=_lab_load)
     s = lab.add_parser("status", help="each lab guest's memory as QEMU and the guest see it")
-    s.add_argument("--run-dir")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--run-dir", help=RUN_DIR_HELP)
+    s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(run=_lab_status)
     d = lab.add_parser("down", help="stop the lab's QEMU processes")
-    d.add_argument("--run-dir")
+    d.add_argument("--run-dir", help=RUN_DIR_HELP)
     d.set_defaults(run=_lab_down)
 
     b = sub.add_parser("bridge", help="apply the twin's commands to QEMU/KVM VMs over QMP and report their memory")

@@ -179,7 +179,7 @@ def test_real_guests_get_memory_added_ballooned_and_answer_for_real(kafka_bootst
         wait_until_quiet(kafka_bootstrap, topics.event_log, quiet_s=4)
         out = tmp_path / "lab.jsonl"
         broker = f"kafka://{kafka_bootstrap}"
-        export = dmtwin("log", "export", str(out), "--from", broker, "--topic", topics.event_log, "--checkpoints",
+        export = dmtwin("log", "export", str(out), "--kafka", broker, "--topic", topics.event_log, "--checkpoints",
                         "--checkpoints-topic", topics.checkpoints)
         assert export.returncode == 0, export.stderr
         verdict = dmtwin("audit", "verify", str(out), "--key", f"{key}.pub")
@@ -218,7 +218,7 @@ def test_dmtwin_bridge_drives_a_vm_through_a_qmp_socket_given_on_the_command_lin
         guest = run.lab.guests["solo"]
         bridge = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "bridge", "--host", host, "--scenario", str(path),
-             "--qmp", f"solo={guest.monitor_socket}", "--to", f"kafka://{kafka_bootstrap}",
+             "--qmp", f"solo={guest.monitor_socket}", "--kafka", kafka_bootstrap,
              "--twin-url", f"http://127.0.0.1:{worker.web_port}", "--state-dir", str(tmp_path / "bridge")],
             cwd=ROOT, env={**worker.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         qemu = run.lab.memory["solo"]
