@@ -41,13 +41,23 @@ class Actuator:
                 value, moved = now_value, loop.time()
         return int(value)
 
-    async def apply(self, vm: BridgeVm, command: Any) -> tuple[Any, str]:
+    async def apply(self, vm: BridgeVm, command: Any, started: int | None = None,
+                    record: Callable[[int], None] = lambda before: None) -> tuple[Any, str]:
         """Apply one command to ``vm``; return the guest's real answer and the outcome (applied,
-        partial, failed). A QMP error is reported through ``error`` and answered as nothing done."""
+        partial, failed). A QMP error is reported through ``error`` and answered as nothing done.
+
+        The device's value before the command (balloon ``actual``, virtio-mem ``size``) is passed
+        to ``record`` before the device is touched; a command applied again after a crash gets it
+        back as ``started`` and aims at the same absolute target, so it is not applied twice."""
         memory = vm.memory
+
+        async def first(probe: Callable[[], Any]) -> int:
+            before = started if started is not None else int(await probe())
+            record(before)
+            return before
         if isinstance(command, BalloonTargetSet):
             try:
-                before = await memory.actual()
+                before = await first(memory.actual)
                 goal = max(0, before - command.remove_mib * MIB)
                 await memory.set_balloon(goal)
                 after = await self.settle(memory.actual, lambda value: value <= goal)
@@ -69,7 +79,7 @@ class Actuator:
             outcome = "applied" if answer.released_mib == command.remove_mib else "partial"
         elif isinstance(command, UnballoonRequested):
             try:
-                before = await memory.actual()
+                before = await first(memory.actual)
                 goal = min(memory.base, before + command.return_mib * MIB)
                 await memory.set_balloon(goal)
                 after = await self.settle(memory.actual, lambda value: value >= goal)
@@ -85,7 +95,7 @@ class Actuator:
                 answer = answer.model_copy(update={"result": "permanent_failure"})
             else:
                 try:
-                    before = await memory.plugged()
+                    before = await first(memory.plugged)
                     goal = min(memory.region, before + command.add_mib * MIB)
                     await memory.set_requested(goal)
                     after = await self.settle(memory.plugged, lambda value: value >= goal)

@@ -98,6 +98,7 @@ class Bridge:
         self.reports = 0
         self.duplicates = 0
         self.applied: dict[str, int] = self._load_applied()
+        self.started: dict[str, dict[str, int]] = self._read(self.started_path).get(host, {})
         self.producer: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()
         self._pending_commits: dict[TopicPartition, int] = {}
@@ -109,22 +110,38 @@ class Bridge:
         return self.state_dir / "applied.json"
 
     def _load_applied(self) -> dict[str, int]:
+        return {str(vm): int(seq) for vm, seq in self._read(self.state_path).get(self.host, {}).items()}
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
         try:
-            data = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
+        except (FileNotFoundError, ValueError):
             return {}
-        return {str(vm): int(seq) for vm, seq in data.get(self.host, {}).items()}
+
+    def _write(self, path: Path, mine: dict[str, Any]) -> None:
+        """Replace this host's part of a state file shared with bridges of other hosts, atomically."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = self._read(path)
+        data[self.host] = mine
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        os.replace(tmp, path)
 
     def _save_applied(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            data = json.loads(self.state_path.read_text())
-        except (FileNotFoundError, ValueError):
-            data = {}
-        data[self.host] = self.applied
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, self.state_path)
+        self._write(self.state_path, self.applied)
+
+    @property
+    def started_path(self) -> Path:
+        """The command each VM is in the middle of, with its device's value before it."""
+        return self.state_dir / "started.json"
+
+    def _save_started(self, vm: str, mark: dict[str, int] | None) -> None:
+        if mark is None:
+            self.started.pop(vm, None)
+        else:
+            self.started[vm] = mark
+        self._write(self.started_path, self.started)
 
     def error(self, field_name: str, value: Any, reason: str, vm: str | None = None,
               seq: int | None = None) -> BridgeError:
@@ -203,8 +220,9 @@ class Bridge:
         if known is None:
             events: list[Any] = joins(self.host, self.total_mib, self.reserve_mib, self.policy,
                                       list(self.vms.values()), at_ms)
-            self.applied = {}
+            self.applied, self.started = {}, {}
             self._save_applied()
+            self._write(self.started_path, self.started)
         else:
             running = {vm["name"] for vm in known["vms"]}
             events = []
@@ -264,13 +282,17 @@ class Bridge:
                 if command.seq <= self.applied.get(vm.name, 0):  # queued twice before it was applied
                     self.duplicates += 1
                     continue
-                answer, outcome = await self.actuator.apply(vm, command)
+                mark = self.started.get(vm.name, {})
+                answer, outcome = await self.actuator.apply(
+                    vm, command, started=mark.get("before") if mark.get("seq") == command.seq else None,
+                    record=lambda before: self._save_started(vm.name, {"seq": command.seq, "before": before}))
                 self.metrics.commands.labels(command.type, outcome).inc()
                 log.info("dmtwin bridge %s: %s #%d %s -> %s", self.host, vm.name, command.seq, command.type,
                          answer.model_dump_json(exclude={"host", "vm", "v"}))
                 await self._send([(self.topics.host_events, encode(answer).encode())])
                 self.applied[vm.name] = command.seq
                 self._save_applied()
+                self._save_started(vm.name, None)
                 self.answers.append(answer)
                 self.metrics.apply_seconds.labels(command.type).observe(time.monotonic() - arrived)
                 if self.on_answer is not None:

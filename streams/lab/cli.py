@@ -80,8 +80,22 @@ def _lab_up(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     lab = Lab(scenario, Path(args.run_dir) if args.run_dir else None, host=args.host, accel=args.accel)
 
-    bootstrap = _bootstrap(args)
+    if args.with_twin:
+        from ..cli.failure import broker_address
+        from .twin_up import twin_for_lab
 
+        bootstrap = broker_address(args.kafka or os.environ.get("DMTWIN_BROKER", "localhost:9092"),
+                                   "--kafka" if args.kafka else "DMTWIN_BROKER")
+        web_port = int(os.environ.get("DMTWIN_WEB_PORT", "6066"))
+        lab.run_dir.mkdir(parents=True, exist_ok=True)
+        with twin_for_lab(bootstrap, lab.run_dir, web_port, _say) as url:
+            if args.twin_url is None:
+                args.twin_url = url
+            return _run_lab(args, lab, bootstrap)
+    return _run_lab(args, lab, _bootstrap(args))
+
+
+def _run_lab(args: argparse.Namespace, lab: Any, bootstrap: str) -> int:
     async def run() -> None:
         stop = asyncio.Event()
         await _until_signalled(stop)
@@ -261,6 +275,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                    help="hold each guest's tmpfs load at its scenario workload, second by second")
     u.add_argument("--speed", type=float, default=1.0, help="workload seconds per real second")
     u.add_argument("--accel", choices=("kvm", "tcg"), help="default: kvm when usable, else tcg")
+    u.add_argument("--with-twin", action="store_true",
+                   help="also start a local Kafka (at --kafka) and a twin worker (on $DMTWIN_WEB_PORT, default "
+                        "6066) if none answers there, and stop them with the lab: the lab end to end")
     _common(u)
     u.set_defaults(run=_lab_up)
     ld = lab.add_parser("load", help="set a lab guest's memory load (MiB held in its tmpfs)")

@@ -120,3 +120,46 @@ def test_the_applied_seqs_survive_a_restart_of_the_bridge(tmp_path: Path):
     asyncio.run(first())
     again = asyncio.run(second())
     assert again.applied == {"vm": 7} and again.duplicates == 1 and again.vms["vm"].queue.empty()
+
+
+class Balloon:
+    """A balloon that reaches any target at once (enough for the actuator's arithmetic)."""
+
+    vmem_path = None
+    base = 512 * MIB
+
+    def __init__(self) -> None:
+        self.value = 512 * MIB
+        self.targets: list[int] = []
+
+    async def actual(self) -> int:
+        return self.value
+
+    async def set_balloon(self, value: int) -> None:
+        self.targets.append(value)
+        self.value = value
+
+
+def test_a_command_applied_again_after_a_crash_aims_at_the_same_target(tmp_path: Path):
+    from streams.lab.actuate import Actuator
+
+    command = BalloonTargetSet(at_ms=1, host="h", vm="vm", seq=3, remove_mib=64, target_mib=448)
+    device = Balloon()
+    vm = BridgeVm("vm", memory=device)  # type: ignore[arg-type]
+    recorded: list[int] = []
+    actuator = Actuator("h", error=lambda *a: None, settle_s=0.1)
+    first, _ = asyncio.run(actuator.apply(vm, command, record=recorded.append))
+    assert recorded == [512 * MIB] and device.value == 448 * MIB and first.released_mib == 64
+    # the bridge died before the answer was delivered: the command comes again
+    again, _ = asyncio.run(actuator.apply(vm, command, started=recorded[0], record=recorded.append))
+    assert device.value == 448 * MIB, "not ballooned twice"
+    assert again.released_mib == 64, "the same answer"
+
+
+def test_the_bridge_keeps_the_started_command_until_it_is_answered(tmp_path: Path):
+    async def run() -> dict:
+        bridge = Bridge("localhost:1", Topics("t."), "h", [BridgeVm("vm", memory=None)], tmp_path)  # type: ignore[arg-type]
+        bridge._save_started("vm", {"seq": 4, "before": 123})
+        return Bridge("localhost:1", Topics("t."), "h", [BridgeVm("vm", memory=None)], tmp_path).started  # type: ignore[arg-type]
+
+    assert asyncio.run(run()) == {"vm": {"seq": 4, "before": 123}}
