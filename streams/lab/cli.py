@@ -59,8 +59,9 @@ async def _until_signalled(stop: asyncio.Event) -> None:
 
 
 def _logging(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=getattr(logging, args.loglevel.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    """The bridge's own log at ``--loglevel``; the Kafka clients' only from warnings up."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("dmtwin").setLevel(getattr(logging, args.loglevel.upper()))
 
 
 def _lab_assets(args: argparse.Namespace) -> int:
