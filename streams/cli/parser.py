@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..kafka.security import add_kafka_security_options
+from ..lab.cli import add_commands as add_lab_commands
 from .commands import (
     _audit_explain,
     _audit_report,
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_audit_commands(sub)
     _add_keys_commands(sub)
+    add_lab_commands(sub)
 
     for name, (_, _, description) in PASSTHROUGH.items():
         sub.add_parser(name, help=description, add_help=False)
