@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +171,8 @@ class Outputs:
     dead_letters: int
     snapshots: int
     checkpoints: int
+    reasons: Counter[str]
+    """Dead letters by the start of their reason."""
 
     @property
     def total(self) -> int:
@@ -180,6 +183,16 @@ def outputs(bootstrap: str, topics: Topics, app_id: str) -> Outputs:
     def count(topic: str) -> int:
         return len(read_records(bootstrap, topic, timeout_s=120))
 
+    dead = read_records(bootstrap, topics.dead_letters, timeout_s=120)
     return Outputs(read_records(bootstrap, topics.event_log, timeout_s=300),
                    count(topics.balloon_commands) + count(topics.addition_commands),
-                   count(topics.dead_letters), count(f"{app_id}-snapshots"), count(topics.checkpoints))
+                   len(dead), count(f"{app_id}-snapshots"), count(topics.checkpoints),
+                   Counter(_reason(record) for record in dead))
+
+
+def _reason(record: Any) -> str:
+    try:
+        reason = str(json.loads(record.value)["reason"])
+    except (ValueError, KeyError, TypeError):
+        reason = "raw original (reason in the header)"
+    return reason[:70]

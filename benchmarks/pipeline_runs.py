@@ -100,7 +100,7 @@ def throughput(bootstrap: str, run: Load, workdir: Path, tag: str, timeout_s: fl
     worker_s, folded = telemetry_window(out.log)
     if folded != len(run.telemetry):
         print(f"    ({tag}: the worker logged {folded} of {len(run.telemetry)} telemetry messages, "
-              f"{out.dead_letters} dead letters)", flush=True)
+              f"{out.dead_letters} dead letters, e.g. {out.reasons.most_common(3)})", flush=True)
     return Throughput(run, bare_s, result["seconds"], worker_s, len(out.log), out.commands, out.dead_letters,
                       out.snapshots, out.checkpoints, result.get("differences", {}))
 
