@@ -2,8 +2,8 @@
 asserts nothing.
 
 1. **Throughput**, for three message shapes (one ``guest.status`` per guest; frames of 12 VMs;
-   frames of 50 VMs): one backlog of messages is put into a run's input topics (4 partitions),
-   then read, in turn, by
+   frames of 50 VMs): the hosts and VMs join (a worker folds their start and stops), then one
+   backlog of telemetry is put into the run's input topics (4 partitions) and read, in turn, by
    - a bare aiokafka consumer that reads both input topics and decodes every message with the
      twin's INPUT_MESSAGE_ADAPTER (in this process);
    - an empty Faust agent, the floor: a faust.App with the worker's settings whose agent only
@@ -45,10 +45,11 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from streams.kafka.broker import LocalKafka  # noqa: E402
 from tests.integration.conftest import free_ports  # noqa: E402
 
-from pipeline_load import SHAPES, Shape, load  # noqa: E402
+from pipeline_load import SHAPES, Shape, fleet, load  # noqa: E402  (fleet: bench_core.py uses it)
 from pipeline_runs import Throughput, latency, load_average, scaling, throughput  # noqa: E402
 
 PARTS = ("throughput", "latency", "scaling")
+__all__ = ["fleet", "main"]
 
 
 def options() -> argparse.Namespace:

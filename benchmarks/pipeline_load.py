@@ -58,8 +58,9 @@ WORKLOADS = [{"kind": "diurnal", "base_mib": 1500, "amplitude_mib": 1200, "perio
              {"kind": "steady", "mib": 2200}, {"kind": "idle"}]
 
 
-def fleet(hosts: int, vms: int, seconds: int) -> Fleet:
-    """Hosts of ``vms`` VMs with a mix of workloads; a host has room for all its VMs' Startup."""
+def fleet(hosts: int, seconds: int, vms: int = 12) -> Fleet:
+    """Hosts of ``vms`` VMs with a mix of workloads; a host has room for all its VMs' Startup.
+    (bench_core.py takes this fleet, through bench_pipeline, as ``fleet(hosts, seconds, vms)``.)"""
     total = max(65536, 2048 * vms + 8192)
     return Fleet(Scenario.model_validate({"seed": 1, "duration_s": seconds, "hosts": [
         {"name": f"hv-{h:04d}", "total_mib": total, "reserve_mib": 2048, "vms": [
@@ -73,7 +74,7 @@ def load(shape: Shape, hosts: int, messages: int) -> Load:
     second after the VMs, as the feeder sends them)."""
     per_second = hosts * (1 if shape.frames else shape.vms)
     seconds = 1 + max(1, math.ceil(messages / per_second))
-    sim = fleet(hosts, shape.vms, seconds)
+    sim = fleet(hosts, seconds, shape.vms)
     lifecycle = [(j.host, encode(j).encode()) for j in sim.joins()]
     telemetry: list[Message] = []
     reports = 0
@@ -111,12 +112,6 @@ async def _produce(bootstrap: str, topic: str, batch: list[Message]) -> float:
 
 def produce(bootstrap: str, topic: str, batch: list[Message]) -> float:
     return asyncio.run(_produce(bootstrap, topic, batch))
-
-
-def fill(bootstrap: str, topics: Topics, run: Load) -> None:
-    """The run's whole input, as a backlog: lifecycle first, then the telemetry."""
-    produce(bootstrap, topics.host_events, run.lifecycle)
-    produce(bootstrap, topics.telemetry, run.telemetry)
 
 
 async def _bare(bootstrap: str, topics: Topics, expected: int) -> tuple[float, int]:

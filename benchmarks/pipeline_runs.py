@@ -1,8 +1,8 @@
 """The runs of bench_pipeline.py, each on a real broker with topics of its own (4 partitions):
 
-- ``throughput``: one backlog in the input topics, read by the bare consumer, the empty Faust
-  agent (floor_agent.py, its own process) and a ``dmtwin worker`` process in turn; then what
-  the worker produced is read back and counted;
+- ``throughput``: the hosts join (a worker folds their lifecycle), then one backlog of telemetry
+  is read by the bare consumer, the empty Faust agent (floor_agent.py, its own process) and the
+  ``dmtwin worker`` process in turn; then what the worker produced is read back and counted;
 - ``latency``: the feeder at real time (one frame per host per second, the simulated guests
   answering) into a running worker; the delay from each frame's record timestamp to the record
   timestamp of each command its round caused;
@@ -27,7 +27,7 @@ from streams.kafka.topics import Topics
 from tests.integration.pipeline import (ROOT, WorkerProcess, read_records, run_feed, unique_topics,
                                         wait_until_consumed)
 
-from pipeline_load import Load, bare_consumer, fill, fleet, outputs, produce, telemetry_window
+from pipeline_load import Load, bare_consumer, fleet, outputs, produce, telemetry_window
 
 PARTITIONS = 4
 
@@ -83,15 +83,25 @@ def fresh(bootstrap: str) -> tuple[str, Topics]:
 
 
 def throughput(bootstrap: str, run: Load, workdir: Path, tag: str, timeout_s: float) -> Throughput:
+    """The hosts and VMs join first (a worker folds them, then stops); then the telemetry goes in
+    as a backlog, which the bare consumer, the floor and the worker (started again) read in turn.
+    (With the lifecycle in the same backlog, a worker starting cold releases telemetry before it
+    has fetched the host events, and dead-letters reports of hosts "not joined".)"""
     app_id, topics = fresh(bootstrap)
-    fill(bootstrap, topics, run)
+    produce(bootstrap, topics.host_events, run.lifecycle)
+    worker = WorkerProcess(bootstrap, workdir / f"worker-{tag}", app_id, topics, partitions=PARTITIONS).start()
+    try:
+        wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
+    finally:
+        worker.stop()
+    produce(bootstrap, topics.telemetry, run.telemetry)
     bare_s = bare_consumer(bootstrap, topics, run, timeout_s)
     floor = FloorProcess(bootstrap, workdir / f"floor-{tag}", app_id + "-floor", topics, len(run.telemetry)).start()
     try:
         result = floor.wait(timeout_s)
     finally:
         floor.stop()
-    worker = WorkerProcess(bootstrap, workdir / f"worker-{tag}", app_id, topics, partitions=PARTITIONS).start()
+    worker.start()
     try:
         wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
     finally:
@@ -127,7 +137,7 @@ def latency(bootstrap: str, hosts: int, vms: int, seconds: int, warmup_s: int, w
     app_id, topics = fresh(bootstrap)
     worker = WorkerProcess(bootstrap, workdir / "latency", app_id, topics, partitions=PARTITIONS).start()
     try:
-        run_feed(fleet(hosts, vms, seconds).scenario, bootstrap, topics, speed=1, partitions=PARTITIONS, drain_s=3)
+        run_feed(fleet(hosts, seconds, vms).scenario, bootstrap, topics, speed=1, partitions=PARTITIONS, drain_s=3)
         wait_until_consumed(bootstrap, app_id, topics, timeout_s=120)
     finally:
         worker.stop()
