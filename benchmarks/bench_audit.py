@@ -49,14 +49,19 @@ def fleet(events: int, vms_per_host: int, hosts: int):  # type: ignore[no-untype
              "workload": kinds[(i + h) % len(kinds)]} for i in range(vms_per_host)]} for h in range(hosts)]})
 
 
-def write_log(path: Path, events: int, vms_per_host: int, hosts: int, every_ms: int) -> tuple[int, int]:
+def write_log(path: Path, events: int, vms_per_host: int, hosts: int, every_ms: int, framed: bool = True
+              ) -> tuple[int, int, int]:
+    """Write the log; return its lines, the events they hold (a frame's reports, a round's tick and
+    decisions each count), and the checkpoints."""
+    from twin.events import flatten
     from twin.scenario import simulate
     from twin.signing import Signer, Trail
 
     trail = Trail(Signer(KEY), every_ms)
-    count = checkpoints = 0
+    count = checkpoints = flat = 0
     with open(path, "w", encoding="utf-8") as out, open(f"{path}.checkpoints.jsonl", "wb") as signed:
-        for event in simulate(fleet(events, vms_per_host, hosts), rejected=[]):
+        for event in simulate(fleet(events, vms_per_host, hosts), rejected=[], framed=framed):
+            flat += len(flatten(event))
             due, line = trail.line(event)
             for cp in due:
                 signed.write(cp + b"\n")
@@ -67,7 +72,7 @@ def write_log(path: Path, events: int, vms_per_host: int, hosts: int, every_ms: 
         for cp in trail.finish():
             signed.write(cp + b"\n")
             checkpoints += 1
-    return count, checkpoints
+    return count, flat, checkpoints
 
 
 def run_phase(phase: str, path: Path, jobs: int) -> dict[str, float]:
@@ -135,6 +140,8 @@ def main() -> None:
     parser.add_argument("--vms-per-host", type=int, default=12)
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2, help="processes for verify-parallel")
+    parser.add_argument("--flat", action="store_true",
+                        help="write every report, tick and decision as its own line (older logs), not frames and rounds")
     parser.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
                         help="event time between a host's checkpoints (default 10)")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
@@ -147,9 +154,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fleet.jsonl"
         started = time.perf_counter()
-        count, checkpoints = write_log(path, args.events, args.vms_per_host, args.hosts,
-                                       round(args.checkpoint_every * 1000))
-        print(f"log: {count:,} events, {args.hosts} hosts × {args.vms_per_host} VMs, "
+        count, flat, checkpoints = write_log(path, args.events, args.vms_per_host, args.hosts,
+                                             round(args.checkpoint_every * 1000), not args.flat)
+        print(f"log: {count:,} lines holding {flat:,} events ({'flat' if args.flat else 'frames and rounds'}), "
+              f"{args.hosts} hosts × {args.vms_per_host} VMs, "
               f"{path.stat().st_size / 2**20:,.0f} MiB, {checkpoints:,} checkpoints (one per host every "
               f"{args.checkpoint_every:g} s of event time), simulated, chained and signed in "
               f"{time.perf_counter() - started:.0f} s")
@@ -159,7 +167,7 @@ def main() -> None:
                                   "--jobs", str(args.jobs)], check=True, capture_output=True, text=True)
             results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
         parse_rate = results["parse"]["events"] / results["parse"]["seconds"]
-        print(f"{'phase':<26} {'events/s':>12} {'× parse':>8} {'seconds':>8} {'ev/CPU-s':>10} {'peak MiB':>9}  problems")
+        print(f"{'phase':<26} {'lines/s':>12} {'× parse':>8} {'seconds':>8} {'ev/CPU-s':>10} {'peak MiB':>9}  problems")
         for phase, r in results.items():
             rate = r["events"] / r["seconds"]
             label = f"{phase} ({args.jobs})" if phase.startswith("verify-parallel") else phase

@@ -1,7 +1,9 @@
-"""Benchmarks of the pure core (issue #2): one balancer round by host size, and replay vs parse.
+"""Benchmarks of the pure core (issues #2 and #10): one balancer round by host size, the live
+driver's fold + balance rate in process, and replay vs parse.
 
-Run: .venv/bin/python benchmarks/bench_core.py [--events N]
-Prints medians; nothing here is asserted (see the closing note of the issue for the goals).
+Run: .venv/bin/python benchmarks/bench_core.py [--events N] [--hosts N]
+Prints medians; nothing here is asserted (see the closing note of the issue for the goals). Verify
+vs parse on a million-event log, with peak memory, is benchmarks/bench_audit.py.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from twin.balancer import plan  # noqa: E402
 from twin.engine import Twin  # noqa: E402
 from twin.events import (  # noqa: E402
     EVENT_ADAPTER,
+    FrameReport,
     GuestStatusReported,
+    InputEvent,
+    StatusFrame,
     HostJoined,
     MemorySettings,
     VmStarted,
@@ -57,6 +62,76 @@ def time_round(vms: int, steady: bool) -> tuple[float, int]:
     return statistics.median(samples), len(decisions)
 
 
+def time_full_round(vms: int, steady: bool) -> float:
+    """``Twin.round``: the plan, folding its decisions, and the round's log entry."""
+    twin = host_with(vms, steady=steady)
+    repeats = max(5, min(2000, 200_000 // vms))
+    samples = []
+    for _ in range(repeats):
+        trial = twin.copy()
+        start = time.perf_counter()
+        trial.round("h", 61_500)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def messages(hosts: int, vms: int, seconds: int) -> tuple[list[InputEvent | StatusFrame], int]:
+    """What the worker gets from ``hosts`` hosts of ``vms`` VMs for ``seconds``: their lifecycle
+    events and a frame of reports per host per second; and the number of reports."""
+    from benchmarks.bench_pipeline import fleet  # the pipeline benchmark's fleet: the same load
+
+    run = fleet(hosts, seconds, vms) if "vms" in fleet.__code__.co_varnames else fleet(hosts, seconds)
+    out: list[InputEvent | StatusFrame] = list(run.joins())
+    reports = 0
+    for second in range(seconds):
+        run.second = second
+        for host in run.scenario.hosts:
+            out += run.lifecycle(host)
+            frame = [FrameReport(vm=r.vm, committed_mib=r.committed_mib, available_mib=r.available_mib)
+                     for r in run.reports(host)]
+            if frame:
+                out.append(StatusFrame(at_ms=run.now_ms(), host=host.name, reports=frame))
+                reports += len(frame)
+    return out, reports
+
+
+def fold_and_balance_rate(hosts: int, seconds: int) -> tuple[float, int]:
+    """Reports per second through ``Twin.ingest`` (fold each message, a round when one is due), and
+    the log entries it made."""
+    inputs, reports = messages(hosts, 12, seconds)
+    best, entries = float("inf"), 0
+    for _ in range(3):
+        twin = Twin()
+        start = time.perf_counter()
+        entries = sum(len(twin.ingest(message)[0]) for message in inputs)
+        best = min(best, time.perf_counter() - start)
+    return reports / best, entries
+
+
+def batched_rate(hosts: int, seconds: int, batch: int) -> tuple[float, int]:
+    """As ``fold_and_balance_rate``, but the rounds that come due in a batch of ``batch`` messages
+    computed together (``Twin.rounds``), as the worker does within a transaction."""
+    inputs, reports = messages(hosts, 12, seconds)
+    best, entries = float("inf"), 0
+    for _ in range(3):
+        twin = Twin()
+        entries = 0
+        start = time.perf_counter()
+        for first in range(0, len(inputs), batch):
+            due: dict[str, int] = {}
+            for message in inputs[first:first + batch]:
+                if message.host in due:
+                    entries += len(twin.rounds(list(due.items())))
+                    due.clear()
+                logged, _ = twin.ingest(message, run_round=False)
+                entries += len(logged)
+                if logged and twin.due(message.host, message.at_ms):
+                    due[message.host] = message.at_ms
+            entries += len(twin.rounds(list(due.items())))
+        best = min(best, time.perf_counter() - start)
+    return reports / best, entries
+
+
 def log_lines(events: int) -> list[str]:
     """A realistic log: a dozen-VM host simulated until it has about ``events`` events."""
     seconds = max(10, events // 14)
@@ -71,6 +146,8 @@ def log_lines(events: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--hosts", type=int, default=100, help="hosts of 12 VMs for the fold + balance rate")
+    parser.add_argument("--seconds", type=int, default=60, help="event time of the fold + balance run")
     args = parser.parse_args()
 
     for steady in (True, False):
@@ -82,6 +159,17 @@ def main() -> None:
             print(f"  {vms:>6} VMs: {seconds * 1e3:8.3f} ms  ({seconds / vms * 1e6:6.2f} µs/VM, "
                   f"{decisions} decisions)")
         print(f"  cost per VM, 10,000 vs 1,000 VMs: ×{per_vm[10_000] / per_vm[1_000]:.2f} (1.0 = linear)")
+        for vms in (12, 1_000, 10_000):
+            print(f"  Twin.round (plan, fold its decisions, the entry), {vms:>6} VMs: "
+                  f"{time_full_round(vms, steady) * 1e3:8.3f} ms")
+
+    rate, entries = fold_and_balance_rate(args.hosts, args.seconds)
+    print(f"fold + balance in process (Twin.ingest, {args.hosts} hosts × 12 VMs, a frame per host per second, "
+          f"{args.seconds} s): {rate:,.0f} reports/s, {entries:,} log entries")
+    for batch in (100, 1000):
+        rate, entries = batched_rate(args.hosts, args.seconds, batch)
+        print(f"  with the rounds of each batch of {batch} messages computed together (Twin.rounds): "
+              f"{rate:,.0f} reports/s, {entries:,} log entries")
 
     lines = log_lines(args.events)
     parse_s = min(_timed(lambda: [EVENT_ADAPTER.validate_json(line) for line in lines]) for _ in range(3))

@@ -16,9 +16,8 @@ enforces what every policy must respect (DOMAIN.md §1.4, §1.5, §2.4):
    lasted a minute (Hyper-V reclaims late, §1.4).
 6. Smart Paging ends as soon as free memory can back the paged pages, or once they were ballooned.
 
-Decisions are built with ``model_construct``: every field comes from validated state through the
-rules above, so validating each object again would only cost time (a round of 1,000 VMs spent
-most of its time there); the tests validate what ``plan`` builds.
+Decisions are built with their validating constructors: pydantic's ``model_construct``, which skips
+validation, measured 2-3× slower than validating (it resolves every default in Python).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from .state import NO_DATA, Col, HostState, Pending
 __all__ = ["BalancerParams", "PARAMS", "Assessment", "assess", "plan", "Decision"]
 
 Decision = BalloonTargetSet | UnballoonRequested | MemoryAdditionRequested | SmartPagingEnded
+_IDLE = int(Pending.NONE)  # an enum member is slow to look up: the round reads it every time
 
 
 @dataclass(frozen=True)
@@ -113,13 +113,13 @@ def assess(state: HostState, at_ms: int, policy: str | None = None) -> Assessmen
         return Assessment(name, params, free, ending, empty, None, empty, empty, empty.astype(bool), empty,
                           False, empty, empty.astype(bool), empty.astype(bool), empty, empty)
 
-    idle = rows[:, Col.PENDING] == Pending.NONE
+    idle = rows[:, Col.PENDING] == _IDLE
     paging = rows[:, Col.PAGING]
     for i in np.flatnonzero(idle & (rows[:, Col.SMART_PAGING] == 1)):
         backed = int(paging[i])
         if backed <= free:
             free -= backed
-            ending.append(SmartPagingEnded.model_construct(at_ms=at_ms, host=state.name, vm=names[i],
+            ending.append(SmartPagingEnded(at_ms=at_ms, host=state.name, vm=names[i],
                                            seq=_next_seq(state, names[i]), backed_mib=backed))
     eligible = idle & (rows[:, Col.DM_ENABLED] == 1) & (rows[:, Col.DEMAND] != NO_DATA)
     if ending:
@@ -191,7 +191,7 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
         grant = min(wanted, free, params.max_add_mib)
         if ballooned > 0:  # previously ballooned pages go back first (§1.5)
             amount = min(grant, ballooned)
-            decisions.append(UnballoonRequested.model_construct(
+            decisions.append(UnballoonRequested(
                 at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), return_mib=amount,
                 target_mib=held + amount, reason=why))
         else:  # then hot-add, in multiples of the guest's alignment
@@ -200,7 +200,7 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
                 amount = min(space, free) // align * align
             if amount <= 0:
                 continue
-            decisions.append(MemoryAdditionRequested.model_construct(
+            decisions.append(MemoryAdditionRequested(
                 at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), add_mib=amount,
                 target_mib=held + amount, reason=why))
         free -= amount
@@ -212,7 +212,7 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
     why = "host short" if a.host_short else "surplus"
     for i, amount, held, needs, press, aim, in_file in zip(*(c[shrinking].tolist() for c in columns)):
         vm = names[i]
-        decisions.append(BalloonTargetSet.model_construct(
+        decisions.append(BalloonTargetSet(
             at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), remove_mib=amount,
             target_mib=held - max(0, amount - in_file), reason=_reason(name, needs, held, press, aim, why)))
     return decisions

@@ -14,7 +14,7 @@ Two ways in, one core:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from . import balancer
 from .errors import Rejected
@@ -30,7 +30,8 @@ from .events import (
     VmRestarted,
 )
 from .host import apply as fold
-from .host import apply_frame
+from .host import apply_frame, fold_round
+from .rounds import plan_many
 from .state import Col, HostState
 
 __all__ = ["Twin"]
@@ -87,13 +88,32 @@ class Twin:
     def round(self, host: str, at_ms: int) -> BalancerRound:
         """Run a balancing round of ``host`` at ``at_ms``, fold it, and return it as one entry."""
         state = self.host(host)
-        fold(state, BalancerTicked.model_construct(at_ms=at_ms, host=host))
+        fold(state, BalancerTicked(at_ms=at_ms, host=host))
         decisions = balancer.plan(state, at_ms)
-        for decision in decisions:
-            fold(state, decision)
-        return BalancerRound.model_construct(at_ms=at_ms, host=host, decisions=decisions)
+        if decisions:
+            fold_round(state, at_ms, decisions)
+        return BalancerRound(at_ms=at_ms, host=host, decisions=decisions)
 
-    def ingest(self, message: InputEvent | StatusFrame, tick_ms: int = 1000
+    def rounds(self, due: Sequence[tuple[str, int]]) -> list[BalancerRound]:
+        """``round`` of each (host, at_ms), the hosts all different, computed together
+        (``twin.rounds``): the same entries as one ``round`` after the other."""
+        states = [self.host(host) for host, _ in due]
+        for state, (host, at_ms) in zip(states, due):
+            fold(state, BalancerTicked(at_ms=at_ms, host=host))
+        entries = []
+        for state, (host, at_ms), decisions in zip(states, due, plan_many([(s, at) for s, (_, at) in zip(states, due)])):
+            if decisions:
+                fold_round(state, at_ms, decisions)
+            entries.append(BalancerRound(at_ms=at_ms, host=host, decisions=decisions))
+        return entries
+
+    def due(self, host: str, at_ms: int, tick_ms: int = 1000) -> bool:
+        """Whether an input of ``host`` at ``at_ms`` makes a round due: a tick has passed since the
+        host's last round, and the input is not behind the host's clock."""
+        state = self.hosts.get(host)
+        return state is not None and at_ms - state.last_round_ms >= tick_ms and at_ms >= state.last_at_ms
+
+    def ingest(self, message: InputEvent | StatusFrame, tick_ms: int = 1000, run_round: bool = True
                ) -> tuple[list[InputEvent | Decision | StatusFrame | BalancerRound], list[tuple[int | None, Rejected]]]:
         """The live driver's rule: fold one input message, then run a balancing round of its host if
         a tick has passed since the host's last round.
@@ -101,7 +121,8 @@ class Twin:
         Returns the log entries in order (the input, or the frame's accepted reports as one frame;
         any decisions of the input; the round, if one ran, as one entry with its decisions) and the
         rejected inputs, with their index in the frame (None: the message as a whole). Rounds are
-        recorded, so replaying the log needs no clock.
+        recorded, so replaying the log needs no clock. ``run_round=False`` leaves a due round to the
+        caller (``due``, then ``rounds`` for many hosts at once).
         """
         entries: list[InputEvent | Decision | StatusFrame | BalancerRound] = []
         if isinstance(message, StatusFrame):
@@ -123,15 +144,24 @@ class Twin:
                 return [], [(None, error)]
             entries.append(message)
             entries.extend(decisions)
-        state = self.hosts.get(message.host)
-        at_ms = message.at_ms
-        if state is not None and at_ms - state.last_round_ms >= tick_ms and at_ms >= state.last_at_ms:
-            entries.append(self.round(message.host, at_ms))
+        if run_round and self.due(message.host, message.at_ms, tick_ms):
+            entries.append(self.round(message.host, message.at_ms))
         return entries, rejected
 
     def handle_all(self, events: Iterable[InputEvent]) -> list[Decision]:
         """``handle`` each input in turn; return every decision."""
         return [d for event in events for d in self.handle(event)]
+
+    def rederive(self, entries: Iterable[InputEvent | Decision | StatusFrame | BalancerRound]) -> list[Decision]:
+        """Every decision a log's inputs lead to: recorded decisions are skipped, each round is run
+        again (``round``) and each other input handled."""
+        decisions: list[Decision] = []
+        for entry in entries:
+            if isinstance(entry, BalancerRound):
+                decisions += self.round(entry.host, entry.at_ms).decisions
+            elif not isinstance(entry, DECISION_TYPES):
+                decisions += self.handle(entry)  # type: ignore[arg-type]
+        return decisions
 
     def _smart_paging(self, event: VmRestarted) -> list[Decision]:
         """Smart Paging is used only when a restarting VM cannot get its Startup RAM (§1.6)."""

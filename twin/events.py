@@ -334,8 +334,8 @@ class StatusFrame(_Event):
     def events(self) -> list[GuestStatusReported]:
         """The frame's reports as events of their own."""
         at_ms, host = self.at_ms, self.host
-        return [GuestStatusReported.model_construct(at_ms=at_ms, host=host, vm=r.vm, committed_mib=r.committed_mib,
-                                                    available_mib=r.available_mib) for r in self.reports]
+        return [GuestStatusReported(at_ms=at_ms, host=host, vm=r.vm, committed_mib=r.committed_mib,
+                                    available_mib=r.available_mib) for r in self.reports]
 
 
 RoundDecision = Annotated[Union[BalloonTargetSet, UnballoonRequested, MemoryAdditionRequested, SmartPagingEnded],
@@ -379,7 +379,7 @@ class BalancerRound(_Event):
 
     def events(self) -> list[InputEvent | Decision]:
         """The round as its tick and its decisions, events of their own."""
-        return [BalancerTicked.model_construct(at_ms=self.at_ms, host=self.host), *self.decisions]
+        return [BalancerTicked(at_ms=self.at_ms, host=self.host), *self.decisions]
 
 
 def _round_schema(schema: dict[str, Any]) -> None:

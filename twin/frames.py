@@ -33,6 +33,10 @@ class FrameCheck:
     """Index in the frame of each of those rows."""
     rejected: list[tuple[int, Rejected]]
     superseded: int = 0
+    sub: np.ndarray | None = None
+    """The rows of those VMs (a copy, as read)."""
+    committed: np.ndarray | None = None
+    available: np.ndarray | None = None
 
 
 def check(state: HostState, frame: StatusFrame) -> FrameCheck | None:
@@ -53,24 +57,29 @@ def check(state: HostState, frame: StatusFrame) -> FrameCheck | None:
         return None
     idx = np.array(rows, dtype=np.intp)
     at = np.array(positions, dtype=np.intp)
-    data = state.vms.data
-    available = np.array([frame.reports[k].available_mib for k in positions], dtype=np.int64)
-    started = data[idx, Col.STARTED_AT]
-    late = at_ms < data[idx, Col.LAST_AT]
+    reports = frame.reports
+    available = np.array([reports[k].available_mib for k in positions], dtype=np.int64)
+    sub = state.vms.data[idx]
+    started = sub[:, Col.STARTED_AT]
+    late = at_ms < sub[:, Col.LAST_AT]
     before = at_ms < started
-    over = ~late & ~before & (available > data[idx, Col.VISIBLE])
-    for j in np.flatnonzero(before | over).tolist():
-        k, name = positions[j], frame.reports[positions[j]].vm
-        if before[j]:
-            error = Rejected("at_ms", at_ms, f"time goes backwards for VM {name!r}: before its start at "
-                                             f"{int(started[j])}")
-        else:
-            error = Rejected("available_mib", int(available[j]),
-                             f"more than the {int(data[idx[j], Col.VISIBLE])} MiB the guest can see")
-        rejected.append((k, error))
-    rejected.sort(key=lambda item: item[0])
-    keep = ~(late | before | over)
-    return FrameCheck(idx[keep], at[keep], rejected, int(late.sum()))
+    over = ~late & ~before & (available > sub[:, Col.VISIBLE])
+    refused = before | over
+    if refused.any():
+        for j in np.flatnonzero(refused).tolist():
+            k, name = positions[j], reports[positions[j]].vm
+            if before[j]:
+                error = Rejected("at_ms", at_ms, f"time goes backwards for VM {name!r}: before its start at "
+                                                 f"{int(started[j])}")
+            else:
+                error = Rejected("available_mib", int(available[j]),
+                                 f"more than the {int(sub[j, Col.VISIBLE])} MiB the guest can see")
+            rejected.append((k, error))
+        rejected.sort(key=lambda item: item[0])
+    keep = ~(late | refused)
+    kept = at[keep]
+    committed = np.array([reports[k].committed_mib for k in kept.tolist()], dtype=np.int64)
+    return FrameCheck(idx[keep], kept, rejected, int(late.sum()), sub[keep], committed, available[keep])
 
 
 def fold(state: HostState, frame: StatusFrame, checked: FrameCheck) -> None:
@@ -78,11 +87,10 @@ def fold(state: HostState, frame: StatusFrame, checked: FrameCheck) -> None:
     idx = checked.rows
     if len(idx) == 0:
         return
-    at_ms, reports = frame.at_ms, frame.reports
-    committed = np.array([reports[k].committed_mib for k in checked.reports.tolist()], dtype=np.int64)
-    available = np.array([reports[k].available_mib for k in checked.reports.tolist()], dtype=np.int64)
+    at_ms = frame.at_ms
+    committed, available, sub = checked.committed, checked.available, checked.sub
+    assert committed is not None and available is not None and sub is not None
     data, ring = state.vms.data, state.vms.history
-    sub = data[idx]
     assigned = sub[:, Col.ASSIGNED]
     ballooned = sub[:, Col.VISIBLE] - assigned - sub[:, Col.PAGING]
     demand = np.maximum(0, committed - ballooned)

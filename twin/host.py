@@ -7,7 +7,7 @@ event leaves no trace. Decisions are folded exactly like inputs: replaying a log
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from . import frames
 from .errors import Rejected
@@ -40,7 +40,7 @@ from .state import (
     pressure_percent,
 )
 
-__all__ = ["apply", "apply_frame", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
+__all__ = ["apply", "apply_frame", "fold_round", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
 
 HOT_ADD_RETRY_MS = 30_000
 """After a transient hot-add failure (result 0, DOMAIN.md §2.4) the host waits this long to retry."""
@@ -262,13 +262,30 @@ def _balancer_round(state: HostState, entry: BalancerRound) -> None:
         state.last_at_ms = state.last_round_ms = entry.at_ms
         return
     trial = state.copy()
-    _balancer_ticked(trial, entry)  # type: ignore[arg-type]
-    for k, decision in enumerate(entry.decisions):
+    fold_round(trial, entry.at_ms, entry.decisions)
+    state.__dict__.update(trial.__dict__)
+
+
+def fold_round(state: HostState, at_ms: int, decisions: Sequence[object]) -> None:
+    """A balancing round at ``at_ms`` and its decisions (a refusal names the decision's index).
+
+    Counts the host's available memory down as additions are promised, rather than summing the
+    VM table again for each decision."""
+    _host_clock(state, at_ms)
+    state.last_at_ms = state.last_round_ms = at_ms
+    free = state.free_mib()
+    for k, decision in enumerate(decisions):
+        kind = type(decision)
         try:
-            _HANDLERS[type(decision)](trial, decision)
+            if kind is UnballoonRequested or kind is MemoryAdditionRequested:
+                _HANDLERS[kind](state, decision, free)  # type: ignore[call-arg]
+                free -= getattr(decision, "return_mib" if kind is UnballoonRequested else "add_mib")
+            else:
+                _HANDLERS[kind](state, decision)
+                if kind is SmartPagingEnded:
+                    free = state.free_mib()
         except Rejected as error:
             raise Rejected(f"decisions.{k}.{error.field}", error.value, error.reason) from None
-    state.__dict__.update(trial.__dict__)
 
 
 def _answered(state: HostState, event: BalloonResponded | UnballoonResponded | HotAddResponded,
@@ -378,28 +395,30 @@ def _balloon_target_set(state: HostState, event: BalloonTargetSet) -> None:
     _start_transaction(state, event, Pending.BALLOON, event.remove_mib)
 
 
-def _unballoon_requested(state: HostState, event: UnballoonRequested) -> None:
+def _unballoon_requested(state: HostState, event: UnballoonRequested, free: int | None = None) -> None:
     row = state.vms.data[_row(state, event)]
     ballooned = int(row[Col.VISIBLE] - row[Col.ASSIGNED] - row[Col.PAGING])
     if event.return_mib > ballooned:
         raise Rejected("return_mib", event.return_mib, f"the balloon holds only {ballooned} MiB")
-    _check_room(state, event.return_mib, "return_mib")
+    _check_room(state, event.return_mib, "return_mib", free)
     _start_transaction(state, event, Pending.UNBALLOON, event.return_mib)
 
 
-def _memory_addition_requested(state: HostState, event: MemoryAdditionRequested) -> None:
+def _memory_addition_requested(state: HostState, event: MemoryAdditionRequested, free: int | None = None) -> None:
     row = state.vms.data[_row(state, event)]
     if not row[Col.CAN_HOT_ADD] or row[Col.HOT_ADD_BLOCKED]:
         raise Rejected("vm", event.vm, "the guest cannot take hot-added memory")
     if row[Col.ASSIGNED] + row[Col.PAGING] + event.add_mib > row[Col.MAXIMUM]:
         raise Rejected("add_mib", event.add_mib,
                        f"would take the VM above Maximum RAM ({int(row[Col.MAXIMUM])} MiB)")
-    _check_room(state, event.add_mib, "add_mib")
+    _check_room(state, event.add_mib, "add_mib", free)
     _start_transaction(state, event, Pending.HOT_ADD, event.add_mib)
 
 
-def _check_room(state: HostState, amount: int, field: str) -> None:
-    free = state.free_mib()
+def _check_room(state: HostState, amount: int, field: str, free: int | None = None) -> None:
+    """``free``: the host's available memory if the caller knows it (a round keeps count)."""
+    if free is None:
+        free = state.free_mib()
     if amount > free:
         raise Rejected(field, amount, f"host {state.name!r} has only {free} MiB available")
 

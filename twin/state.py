@@ -36,8 +36,9 @@ NO_DATA = -1
 """Value of DEMAND, COMMITTED and AVAILABLE before the guest's first status report."""
 
 
-class Col(IntEnum):
-    """Columns of ``VmTable.data``."""
+class Col:
+    """Columns of ``VmTable.data``: plain ints, not an enum, because the fold and the balancer index
+    with them thousands of times a second (an enum member costs a slow attribute lookup each time)."""
 
     STARTUP = 0
     MINIMUM = 1
@@ -74,7 +75,7 @@ class Col(IntEnum):
     FLOOR_UNTIL = 32  # the floor holds until this at_ms
 
 
-N_COLS = len(Col)
+N_COLS = 1 + max(v for k, v in vars(Col).items() if k.isupper())
 
 
 class Pending(IntEnum):
@@ -84,6 +85,9 @@ class Pending(IntEnum):
     BALLOON = 1
     UNBALLOON = 2
     HOT_ADD = 3
+
+
+_UNBALLOON, _HOT_ADD = int(Pending.UNBALLOON), int(Pending.HOT_ADD)  # enum members are slow to look up
 
 
 class MemoryStatus:
@@ -216,7 +220,7 @@ class HostState:
         """Memory assigned to VMs plus memory promised to additions in flight."""
         rows = self.vms.rows
         pending = rows[:, Col.PENDING]
-        promised = rows[:, Col.PENDING_MIB][(pending == Pending.UNBALLOON) | (pending == Pending.HOT_ADD)]
+        promised = rows[:, Col.PENDING_MIB][(pending == _UNBALLOON) | (pending == _HOT_ADD)]
         return int(rows[:, Col.ASSIGNED].sum() + promised.sum())
 
     def free_mib(self) -> int:

@@ -21,6 +21,8 @@ from typing import IO, Any
 
 from twin.log import peek
 
+from ..kafka.security import KafkaSecurity, connect
+
 __all__ = [
     "host_of",
     "kafka_url",
@@ -82,15 +84,15 @@ class _Progress:
 
 
 def read_topic(bootstrap: str, topic: str, start: Offsets = None,
-               end: Offsets = None, partitions: Iterable[int] | None = None
-               ) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+               end: Offsets = None, partitions: Iterable[int] | None = None,
+               security: KafkaSecurity | None = None) -> Iterator[tuple[int, int, bytes | None, bytes]]:
     """(partition, offset, key, value) of every message, partition after partition, from ``start``
     (default: the beginning) up to ``end`` (default: the end offsets when called; exclusive).
     ``start`` and ``end`` are one offset for all partitions, or one per partition (a dict, or a
     function of the partition)."""
     kafka = _kafka()
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                   isolation_level="read_committed")
+    consumer = connect(kafka.KafkaConsumer, bootstrap, security, enable_auto_commit=False, group_id=None,
+                       isolation_level="read_committed")
     try:
         known = consumer.partitions_for_topic(topic)
         if not known:
@@ -125,12 +127,13 @@ def _offset(offsets: Offsets, partition: int, default: int) -> int:
     return offsets(partition)
 
 
-def open_lines(source: str, topic: str | None = None) -> Iterator[bytes]:
+def open_lines(source: str, topic: str | None = None, security: KafkaSecurity | None = None) -> Iterator[bytes]:
     """The lines of a log: a file (.gz allowed), ``-`` for stdin, or ``kafka://HOST:PORT`` (the
-    event-log topic, partition after partition)."""
+    event-log topic, partition after partition, through ``security``)."""
     bootstrap = kafka_url(source)
     if bootstrap is not None:
-        yield from (value for _, _, _, value in read_topic(bootstrap, topic or _default_topic()))
+        yield from (value for _, _, _, value in read_topic(bootstrap, topic or _default_topic(),
+                                                           security=security))
         return
     if source == "-":
         yield from sys.stdin.buffer

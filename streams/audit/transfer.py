@@ -29,6 +29,7 @@ from twin.chain import split_line, verify_chain
 from twin.log import peek
 from twin.signing import Signer
 
+from ..kafka.security import KafkaSecurity, connect
 from .logtool import BATCH, _kafka, _Progress, host_of, read_topic
 
 __all__ = ["ExportFilter", "ExportStats", "ImportStats", "export_log", "import_log"]
@@ -78,8 +79,8 @@ class ExportStats:
 
 
 def export_log(bootstrap: str, topic: str, path: str | Path, filt: ExportFilter = ExportFilter(),
-               fresh: bool = False, max_messages: int | None = None, progress: IO[str] | None = sys.stderr
-               ) -> ExportStats:
+               fresh: bool = False, max_messages: int | None = None, progress: IO[str] | None = sys.stderr,
+               security: KafkaSecurity | None = None) -> ExportStats:
     """Export ``topic`` to ``path``, resuming an interrupted export (see the module docstring)."""
     path = Path(path)
     sidecar = path.with_name(path.name + ".export.json")
@@ -126,7 +127,7 @@ def export_log(bootstrap: str, topic: str, path: str | Path, filt: ExportFilter 
         tmp.replace(sidecar)
 
     for partition, offset, key, value in read_topic(bootstrap, topic, lambda p: max(start.get(p, 0), first),
-                                                    filt.end_offset, filt.partitions or None):
+                                                    filt.end_offset, filt.partitions or None, security):
         stats.read += 1
         if filt.keeps(key, value):
             batch.append(value.rstrip(b"\n") + b"\n")
@@ -156,9 +157,9 @@ class ImportStats:
     """Signed checkpoints sent (with a signer)."""
 
 
-def _ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+def _ensure_topic(bootstrap: str, topic: str, partitions: int, security: KafkaSecurity | None = None) -> None:
     kafka = _kafka()
-    admin = kafka.admin.KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = connect(kafka.admin.KafkaAdminClient, bootstrap, security)
     try:
         if topic not in admin.list_topics():
             try:
@@ -169,10 +170,10 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
         admin.close()
 
 
-def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def _end_offsets(bootstrap: str, topic: str, security: KafkaSecurity | None = None) -> dict[int, int]:
     kafka = _kafka()
-    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                   isolation_level="read_committed")
+    consumer = connect(kafka.KafkaConsumer, bootstrap, security, enable_auto_commit=False, group_id=None,
+                       isolation_level="read_committed")
     try:
         tps = [kafka.TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
@@ -182,7 +183,8 @@ def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = None, partitions: int = 4,
                max_messages: int | None = None, progress: IO[str] | None = sys.stderr,
-               signer: Signer | None = None, checkpoints_topic: str | None = None) -> ImportStats:
+               signer: Signer | None = None, checkpoints_topic: str | None = None,
+               security: KafkaSecurity | None = None) -> ImportStats:
     """Send a log file's lines to ``topic`` keyed by host, resuming an interrupted import.
 
     With a ``signer``, the file's chains are checked first (a broken one is refused: signing it
@@ -200,8 +202,8 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
             first = broken[0]
             raise ValueError(f"{path}: not signing a log whose chain is broken ({len(broken)} problems, the first "
                              f"at line {first.position}, host {first.host}: {first.kind}); dmtwin audit verify says more")
-        _ensure_topic(bootstrap, checkpoints_topic, partitions)
-    _ensure_topic(bootstrap, topic, partitions)
+        _ensure_topic(bootstrap, checkpoints_topic, partitions, security)
+    _ensure_topic(bootstrap, topic, partitions, security)
     counts: dict[str, int] = {}
     heads: dict[str, tuple[str, int]] = {}
     touched: set[str] = set()
@@ -215,13 +217,13 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
         saved = json.loads(sidecar.read_text())
         start = saved["lines"]
         ends = {int(p): o for p, o in saved["ends"].items()}
-        now = _end_offsets(bootstrap, topic)
+        now = _end_offsets(bootstrap, topic, security)
         if any(now.get(p, 0) > o for p, o in ends.items()) or set(now) - set(ends):
-            for _, _, key, value in read_topic(bootstrap, topic, start=ends, end=now):
+            for _, _, key, value in read_topic(bootstrap, topic, start=ends, end=now, security=security):
                 extra.setdefault(key or b"", []).append(value)
-    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                   max_in_flight_requests_per_connection=1, linger_ms=20,
-                                   batch_size=512 * 1024, delivery_timeout_ms=300_000, request_timeout_ms=30_000)
+    producer = connect(kafka.KafkaProducer, bootstrap, security, acks="all", enable_idempotence=True,
+                       max_in_flight_requests_per_connection=1, linger_ms=20,
+                       batch_size=512 * 1024, delivery_timeout_ms=300_000, request_timeout_ms=30_000)
     show = _Progress("import", progress)
     pending = 0
     futures: list[Any] = []
@@ -246,7 +248,7 @@ def import_log(path: str | Path, bootstrap: str, topic: str, skip: int | None = 
         futures.clear()
         if failed:  # the sidecar keeps the last delivered line: a rerun resumes from there
             raise RuntimeError(f"{len(failed)} lines were not delivered to {topic}: {failed[0]!r}")
-        state = {"topic": topic, "lines": lines, "ends": _end_offsets(bootstrap, topic)}
+        state = {"topic": topic, "lines": lines, "ends": _end_offsets(bootstrap, topic, security)}
         tmp = sidecar.with_name(sidecar.name + ".tmp")
         tmp.write_text(json.dumps(state, sort_keys=True))
         tmp.replace(sidecar)

@@ -72,17 +72,23 @@ def _simulate_to_kafka(args: argparse.Namespace) -> int:
     from twin.scenario import load_scenario
 
     from ..kafka.feed import feed, parse_kafka_url
+    from ..kafka.security import security_from_args
     from ..kafka.settings import Settings
 
-    settings = Settings()
+    settings = Settings(security=security_from_args(args))
     scenario = load_scenario(args.scenario)
     if not args.keep_start:  # live runs happen now: event time follows the wall clock from here
         scenario = scenario.model_copy(update={"start_ms": int(time.time()) * 1000})
+    bootstrap = parse_kafka_url(args.to)
+    settings.security.check(bootstrap)  # a refused login or TLS handshake: one line, at once
     try:
-        stats = asyncio.run(feed(scenario, parse_kafka_url(args.to), settings.topics, speed=args.speed,
-                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.forever))
+        stats = asyncio.run(feed(scenario, bootstrap, settings.topics, speed=args.speed,
+                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.forever,
+                                 client=settings.kafka_client()))
     except KeyboardInterrupt:
         return 0
+    except Exception as error:
+        raise settings.security.refused(bootstrap, error) or error
     print(f"dmtwin simulate: {stats.seconds} s of event time, {stats.reports} reports in "
           f"{stats.messages} messages, {stats.answers} commands answered", file=sys.stderr)
     return 0
@@ -96,6 +102,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     from ..worker.app import Worker
     from ..kafka.feed import ensure_topics
+    from ..kafka.security import security_from_args
     from ..kafka.settings import Settings
 
     overrides = {k: v for k, v in {
@@ -103,16 +110,20 @@ def _worker(args: argparse.Namespace) -> int:
         "partitions": args.partitions, "web_host": args.web_host, "web_port": args.web_port,
         "metrics_host": args.metrics_host, "metrics_port": args.metrics_port, "app_id": args.app_id,
         "lateness_ms": args.lateness_ms, "key_path": args.key}.items() if v is not None}
-    settings = dataclasses.replace(Settings(), **overrides)
+    settings = dataclasses.replace(Settings(security=security_from_args(args)), **overrides)
+    settings.security.check(settings.broker)  # a refused login or TLS handshake: one line, at once
     # Topics first: a consumer group ignores topics that do not exist when it joins.
-    asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
-                              snapshots=f"{settings.app_id}-snapshots"))
+    try:
+        asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
+                                  snapshots=f"{settings.app_id}-snapshots", **settings.kafka_client()))
+    except Exception as error:
+        raise settings.security.refused(settings.broker, error) or error
     worker = Worker(settings)
     if settings.metrics_port:
         from ..ops.serving import serve
 
         serve(worker.registry, settings.metrics_port, settings.metrics_host)
-    print(f"dmtwin worker: broker {settings.broker}; hosts at "
+    print(f"dmtwin worker: broker {settings.broker} ({settings.security.describe()}); hosts at "
           f"http://{settings.web_host}:{settings.web_port}/hosts/, metrics at "
           f"http://{settings.metrics_host}:{settings.metrics_port}/metrics", file=sys.stderr)
     try:
@@ -168,7 +179,9 @@ def _log_export(args: argparse.Namespace) -> int:
 
     from ..audit.logtool import kafka_url
     from ..audit.transfer import ExportFilter, export_log
+    from ..kafka.security import security_from_args
 
+    security = security_from_args(args)
     bootstrap = kafka_url(args.source or _broker_url())
     if bootstrap is None:
         raise ValueError(f"--from={args.source!r}: expected kafka://HOST:PORT")
@@ -190,10 +203,10 @@ def _log_export(args: argparse.Namespace) -> int:
         # The checkpoints first: every one of them then covers lines the log export will hold.
         cp_filter = ExportFilter(hosts=filt.hosts, partitions=filt.partitions)
         cp_stats = export_log(bootstrap, _checkpoints_topic(args.checkpoints_topic), checkpoints, cp_filter,
-                              fresh=args.fresh)
+                              fresh=args.fresh, security=security)
         print(f"dmtwin log export: {cp_stats.written} checkpoints in {checkpoints}", file=sys.stderr)
     stats = export_log(bootstrap, _event_log_topic(args.topic), args.file, filt, fresh=args.fresh,
-                       max_messages=args.max)
+                       max_messages=args.max, security=security)
     print(f"dmtwin log export: {stats.written} lines in {args.file}"
           + (" (resumed)" if stats.resumed else ""), file=sys.stderr)
     return 0
@@ -210,14 +223,17 @@ def _checkpoints_topic(topic: str | None) -> str:
 def _log_import(args: argparse.Namespace) -> int:
     from ..audit.logtool import kafka_url
     from ..audit.transfer import import_log
+    from ..kafka.security import security_from_args
 
+    security = security_from_args(args)
     bootstrap = kafka_url(args.to)
     if bootstrap is None:
         raise ValueError(f"--to={args.to!r}: expected kafka://HOST:PORT")
     signer = _signer(args.key)
     stats = import_log(args.file, bootstrap, _event_log_topic(args.topic), skip=args.skip,
                        partitions=args.partitions, max_messages=args.max, signer=signer,
-                       checkpoints_topic=_checkpoints_topic(args.checkpoints_topic) if signer else None)
+                       checkpoints_topic=_checkpoints_topic(args.checkpoints_topic) if signer else None,
+                       security=security)
     print(f"dmtwin log import: {stats.sent} lines sent, {stats.skipped} skipped, {stats.already_there} were "
           "already on the topic"
           + (f"; {stats.checkpoints} checkpoints signed by {signer.public_key.short}" if signer else ""),
@@ -228,12 +244,15 @@ def _log_import(args: argparse.Namespace) -> int:
 def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[no-untyped-def]
     """The log's lines; with ``again``, a function giving them anew (a topic is read once)."""
     from ..audit.logtool import kafka_url, open_lines
+    from ..kafka.security import security_from_args
 
+    # Only a topic needs the Kafka settings: a file is read whatever DMTWIN_KAFKA_* say.
+    security = security_from_args(args) if kafka_url(args.log) is not None else None
     if not again:
-        return open_lines(args.log, args.topic)
+        return open_lines(args.log, args.topic, security)
     if kafka_url(args.log) is None and args.log != "-":
         return lambda: open_lines(args.log, args.topic)
-    lines = list(open_lines(args.log, args.topic))
+    lines = list(open_lines(args.log, args.topic, security))
     return lambda: iter(lines)
 
 
@@ -250,6 +269,25 @@ def _side_file(args: argparse.Namespace, given: str | None, kind: str) -> Path |
     return path if path.exists() else None
 
 
+PARALLEL_FROM_BYTES = 16 << 20
+"""A log file at least this big is verified on every core unless ``--jobs`` says otherwise (smaller
+ones finish before the processes would have started)."""
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """Processes for verify: ``--jobs``, else every core for a big log file."""
+    import os
+
+    from ..audit.logtool import kafka_url
+
+    jobs = getattr(args, "jobs", 1)
+    if jobs is not None:
+        return max(1, jobs)
+    if args.log == "-" or kafka_url(args.log) is not None or not Path(args.log).is_file():
+        return 1
+    return (os.cpu_count() or 1) if Path(args.log).stat().st_size >= PARALLEL_FROM_BYTES else 1
+
+
 def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-def]
     """Verify ``lines`` as ``audit verify`` and ``audit report`` do: chain, checkpoints, decisions."""
     from twin.audit import read_refusals, verify
@@ -262,10 +300,11 @@ def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-d
         key = load_public(args.key)
     checkpoints_file = _side_file(args, args.checkpoints, "checkpoints")
     checkpoint_lines = checkpoints_file.read_bytes().splitlines() if checkpoints_file is not None else None
-    if getattr(args, "jobs", 1) > 1:
+    jobs = _jobs(args)
+    if jobs > 1:
         from ..audit.parallel import verify_parallel
 
-        result = verify_parallel(lines, args.jobs, heads, key, checkpoint_lines)
+        result = verify_parallel(lines, jobs, heads, key, checkpoint_lines)
     else:
         from twin.signing import CheckpointCheck
 
@@ -288,7 +327,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_explain(args: argparse.Namespace) -> int:
-    from twin.audit import explain, parse_time
+    from twin.audit import parse_time
+    from twin.explain import explain
 
     result = explain(_log_source(args), args.vm, parse_time(args.at), args.host)
     sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..kafka.security import add_kafka_security_options
 from .commands import (
     _audit_explain,
     _audit_report,
@@ -68,6 +69,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     e.add_argument("--checkpoints", nargs="?", const="", metavar="CFILE",
                    help="also export the checkpoints topic, first, to CFILE (default FILE.checkpoints.jsonl)")
     e.add_argument("--checkpoints-topic", metavar="T", help="default: $DMTWIN_TOPIC_PREFIX + checkpoints")
+    add_kafka_security_options(e)
     e.set_defaults(run=_log_export)
     i = log.add_parser("import", help="send a log file to a topic, keyed by host, in order; resumable")
     i.add_argument("file", help="JSON Lines file (.gz allowed)")
@@ -79,6 +81,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     i.add_argument("--key", metavar="PRIVATE", help="sign checkpoints of the file's chains (checked first) and "
                    "send them to the checkpoints topic, as the worker does")
     i.add_argument("--checkpoints-topic", metavar="T", help="default: $DMTWIN_TOPIC_PREFIX + checkpoints")
+    add_kafka_security_options(i)
     i.set_defaults(run=_log_import)
 
     p = sub.add_parser("audit", help="verify a log, explain a decision, or write an HTML report")
@@ -90,8 +93,10 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     v.add_argument("--heads", metavar="FILE", help="JSON {host: digest}: the last digest known for each host "
                    "(catches a log cut short)")
     _add_signature_options(v)
-    v.add_argument("--jobs", type=int, default=1, help="verify hosts in N processes (default 1)")
+    v.add_argument("--jobs", type=int, default=None, help="verify hosts in N processes (default: every core "
+                   "for a log file of 16 MiB or more, else 1)")
     v.add_argument("--json", action="store_true", help="print JSON")
+    add_kafka_security_options(v)
     v.set_defaults(run=_audit_verify)
     x = audit.add_parser("explain", help="a VM's state at a moment, its last decision and why, in words")
     x.add_argument("log", help=log_help)
@@ -100,6 +105,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     x.add_argument("--host", help="the VM's host, if several hosts have a VM of that name")
     x.add_argument("--topic", help=topic_help)
     x.add_argument("--json", action="store_true", help="print JSON")
+    add_kafka_security_options(x)
     x.set_defaults(run=_audit_explain)
     r = audit.add_parser("report", help="self-contained HTML report: charts per host and VM, decisions")
     r.add_argument("log", help=log_help)
@@ -108,6 +114,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    help="also compare with a replay under this policy")
     r.add_argument("--topic", help=topic_help)
     _add_signature_options(r)
+    add_kafka_security_options(r)
     r.set_defaults(run=_audit_report)
 
     w = sub.add_parser("whatif", help="replay the recorded inputs with another policy, host size or settings")
@@ -120,6 +127,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     w.add_argument("--response-ms", type=int, help="how long simulated guests take to answer (default: as recorded)")
     w.add_argument("--topic", help=topic_help)
     w.add_argument("--json", action="store_true", help="print JSON")
+    add_kafka_security_options(w)
     w.set_defaults(run=_whatif)
 
 
@@ -146,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", metavar="PRIVATE", help="with -o FILE: sign checkpoints into FILE.checkpoints.jsonl")
     p.add_argument("--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
                    help="with --key: a checkpoint per host every SECONDS of event time, and at the end (default 10)")
+    add_kafka_security_options(p)
     p.set_defaults(run=_simulate)
 
     p = sub.add_parser("worker", help="run the Faust worker (several share hosts through the consumer group)")
@@ -162,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how late an input may arrive and still be folded (default 300000)")
     p.add_argument("--app-id", help="consumer group (default dmtwin)")
     p.add_argument("--loglevel", default="warning")
+    add_kafka_security_options(p)
     p.set_defaults(run=_worker)
 
     p = sub.add_parser("replay", help="fold an event log and print state, decisions and counters")

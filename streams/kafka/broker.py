@@ -3,6 +3,8 @@
 Kafka is fetched from Maven Central (``streams.kafka.download``), formatted once per data
 directory, started detached, and stopped with SIGTERM (SIGKILL as a last resort).
 
+``secure`` (``streams.kafka.listener``) puts clients on SASL_SSL with SCRAM users.
+
 Standard library only; the readiness check (``streams.kafka.probe``) imports kafka-python
 lazily and degrades to a plain TCP probe when it is not installed.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .download import KafkaError, _locked, fetch_kafka
+from .listener import SecureListener
 from .probe import _pid_alive, _port_open, broker_answers
 
 DEFAULT_PORT = 9092
@@ -115,6 +118,8 @@ class LocalKafka:
     cache_dir: Path | None = None
     startup_timeout: float = 90.0
     stop_timeout: float = 60.0
+    secure: SecureListener | None = None
+    """Clients on SASL_SSL instead of PLAINTEXT (``port`` is then the SASL_SSL listener)."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +199,7 @@ class LocalKafka:
                     )
                 self._wait_ready()
                 return self.status()
-            if _port_open(self.port) or _port_open(self.controller_port):
+            if any(_port_open(port) for port in self._ports()):
                 raise KafkaError(
                     f"port {self.port} or {self.controller_port} is already in use by another "
                     f"process; choose other ports (--port)"
@@ -234,6 +239,14 @@ class LocalKafka:
             return False
         return b"kafka.Kafka" in args and str(self.config_file).encode() in args
 
+    def _ports(self) -> list[int]:
+        return [self.port, self.controller_port] + ([self.secure.internal_port] if self.secure else [])
+
+    @property
+    def _probe_bootstrap(self) -> str:
+        """Where readiness is probed: the plaintext listener (the internal one with ``secure``)."""
+        return f"localhost:{self.secure.internal_port}" if self.secure else self.bootstrap
+
     def _server_properties(self) -> str:
         p, c = self.port, self.controller_port
         props = {
@@ -256,6 +269,8 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.enable": "true",  # Faust table changelogs are compacted topics
         }
+        if self.secure is not None:
+            props.update(self.secure.properties(self.port, self.controller_port))
         lines = ["# Written by dmtwin streams/broker.py; rewritten on every `up`."]
         lines += [f"{k}={v}" for k, v in props.items()]
         return "\n".join(lines) + "\n"
@@ -263,6 +278,7 @@ class LocalKafka:
     def _write_config(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self._server_properties())
+        self.config_file.chmod(0o600)  # it may hold the keystore's password
         self.log4j_file.write_text(_LOG4J2_YAML)
 
     def _java(self, libs: Path) -> list[str]:
@@ -287,6 +303,7 @@ class LocalKafka:
             "kafka.tools.StorageTool", "format", "--standalone",
             "-t", _new_cluster_id(), "-c", str(self.config_file), "-g",
         ]  # fmt: skip
+        cmd += self.secure.scram_arguments() if self.secure else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise KafkaError(f"formatting {self.kraft_dir} failed:\n{proc.stdout}{proc.stderr}")
@@ -313,7 +330,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise KafkaError(f"Kafka exited during start-up; see {self._log_hint()}")
-            if _port_open(self.port) and broker_answers(self.bootstrap, timeout_s=5.0):
+            if _port_open(self.port) and broker_answers(self._probe_bootstrap, timeout_s=5.0):
                 return
             time.sleep(0.5)
         raise KafkaError(

@@ -103,17 +103,20 @@ class FeedStats:
 
 async def feed(scenario: Scenario, bootstrap: str, topics: Topics | None = None, speed: float = 1.0,
                per_guest: bool = False, partitions: int = 4, drain_s: float = 3.0,
-               loop: bool = False) -> FeedStats:
+               loop: bool = False, client: dict[str, object] | None = None) -> FeedStats:
     """Send the scenario to Kafka second by second; answer commands until ``drain_s`` after the end.
-    With ``loop`` the run goes on until cancelled, the workloads starting over every ``duration_s``."""
+    With ``loop`` the run goes on until cancelled, the workloads starting over every ``duration_s``.
+    ``client``: connection options of every client (``KafkaSecurity.client()``)."""
     topics = topics or Topics()
-    await ensure_topics(bootstrap, topics, partitions)
+    client = client or {}
+    await ensure_topics(bootstrap, topics, partitions, **client)
     fleet = Fleet(scenario, cyclic=loop)
     stats = FeedStats()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", enable_idempotence=True,
-                                request_timeout_ms=DELIVERY_TIMEOUT_MS)
+                                request_timeout_ms=DELIVERY_TIMEOUT_MS, **client)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="latest", group_id=None, isolation_level="read_committed")
+                                auto_offset_reset="latest", group_id=None, isolation_level="read_committed",
+                                **client)
     await producer.start()
     await consumer.start()
     try:

@@ -8,13 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .security import KafkaSecurity, SettingError
 from .topics import Topics
 
-__all__ = ["Settings", "SettingError"]
-
-
-class SettingError(ValueError):
-    """A setting's environment variable holds a value that cannot be used."""
+__all__ = ["Settings", "SettingError", "KafkaSecurity"]
 
 
 def _env(name: str, default: str) -> str:
@@ -69,10 +66,14 @@ class Settings:
     metrics_port: int = field(default_factory=lambda: _number("DMTWIN_METRICS_PORT", 9108))
     """Prometheus exposition; 0 turns it off (DMTWIN_METRICS_PORT)."""
 
+    security: KafkaSecurity = field(default_factory=KafkaSecurity.from_env)
+    """TLS and SASL towards the broker (DMTWIN_KAFKA_SECURITY_PROTOCOL and the other
+    DMTWIN_KAFKA_* variables, docs/security.md)."""
+
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
 
     def kafka_client(self) -> dict[str, Any]:
-        """Connection options shared by every Kafka client of the worker (none yet: plaintext)."""
-        return {}
+        """Connection options shared by every aiokafka client of the worker ({} for plaintext)."""
+        return self.security.client()

@@ -118,11 +118,19 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--proc-root", default="/proc")
     parser.add_argument("--to", default="-",
                         help="kafka://HOST:PORT, or a JSON Lines file to append to (default stdout)")
+    from ..kafka.security import add_kafka_security_options, security_from_args
+
+    add_kafka_security_options(parser)
     args = parser.parse_args(argv)
     problems: list[SourceProblem] = []
     from .sink import sink_for
 
-    sink = sink_for(args.to, append=True)
+    try:
+        security = security_from_args(args) if args.to.startswith("kafka://") else None
+        sink = sink_for(args.to, append=True, security=security)
+    except (OSError, ValueError) as error:
+        print(f"dmtwin agent: {error}", file=sys.stderr)
+        return 2
     try:
         run_agent(args.host, args.vm, sink, args.interval, args.count, args.proc_root,
                   host_mib=args.host_mib, problems=problems)

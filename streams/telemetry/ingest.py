@@ -24,6 +24,7 @@ from twin.events import Decision, InputEvent
 from twin.sources import SOURCES, ingest, options, scenario_of
 from twin.sources.errors import SourceProblem
 
+from ..kafka.security import add_kafka_security_options, security_from_args
 from .jsonl import JsonlSink, Sink
 
 __all__ = ["ingest_main", "build_parser", "file_sink", "OPTION_TYPES"]
@@ -37,8 +38,9 @@ OPTION_TYPES: dict[str, Callable[[str], Any]] = {
 """Command-line options (``--host-mib`` → ``host_mib``) passed to the source when given."""
 
 
-def file_sink(target: str) -> Sink:
-    """A JSON Lines file sink for ``target`` (overwritten; ``-`` is stdout)."""
+def file_sink(target: str, security: Any = None) -> Sink:
+    """A JSON Lines file sink for ``target`` (overwritten; ``-`` is stdout); ``security`` is for
+    factories that reach Kafka (``sink_for``)."""
     if "://" in target:
         raise ValueError(f"--to {target}: only files are supported here")
     return JsonlSink(target, mode="w")
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="meminfo: leave the Linux balloon floor out of committed memory")
     for name, kind in OPTION_TYPES.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=name.upper())
+    add_kafka_security_options(parser)
     return parser
 
 
@@ -119,7 +122,10 @@ def ingest_main(argv: Sequence[str] | None = None, sink_factory: Callable[[str],
         else:
             if args.key:
                 raise ValueError("--key is for file targets: the worker signs what it logs from Kafka")
-            sink = sink_factory(args.to)
+            if args.to.startswith("kafka://"):  # through the --kafka-* flags and DMTWIN_KAFKA_* variables
+                sink = sink_factory(args.to, security=security_from_args(args))  # type: ignore[call-arg]
+            else:
+                sink = sink_factory(args.to)
             count = 0
             try:
                 for event in _events(args, opts, problems):

@@ -9,6 +9,7 @@ from twin.events import Decision, GuestStatusReported, InputEvent
 from twin.log import encode
 
 from ..kafka.feed import DELIVERY_TIMEOUT_MS, DeliveryError, parse_kafka_url
+from ..kafka.security import KafkaSecurity, connect
 from ..kafka.topics import Topics
 from .jsonl import JsonlSink, Sink
 
@@ -19,16 +20,16 @@ class KafkaSink:
     """Sends each input to the twin's topics, keyed by host: status reports to the telemetry topic,
     everything else (host and VM events, guests' answers) to the host-events topic."""
 
-    def __init__(self, bootstrap: str, topics: Topics | None = None) -> None:
+    def __init__(self, bootstrap: str, topics: Topics | None = None, security: KafkaSecurity | None = None) -> None:
         import warnings
 
         with warnings.catch_warnings():  # kafka-python 3 imports deprecated importlib APIs
             warnings.simplefilter("ignore", DeprecationWarning)
             from kafka import KafkaProducer
         self.topics = topics or Topics(os.environ.get("DMTWIN_TOPIC_PREFIX", "dmtwin."))
-        self.producer: Any = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all",
-                                           enable_idempotence=True, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
-                                           request_timeout_ms=30_000)
+        self.producer: Any = connect(KafkaProducer, bootstrap, security, linger_ms=5, acks="all",
+                                     enable_idempotence=True, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+                                     request_timeout_ms=30_000)
         self.count = 0
         self._pending: list[Any] = []
 
@@ -54,8 +55,9 @@ class KafkaSink:
             self.producer.close()
 
 
-def sink_for(target: str, append: bool = False) -> Sink:
-    """``kafka://HOST:PORT`` → a ``KafkaSink``; anything else is a JSON Lines file (``-``: stdout)."""
+def sink_for(target: str, append: bool = False, security: KafkaSecurity | None = None) -> Sink:
+    """``kafka://HOST:PORT`` → a ``KafkaSink`` (through ``security``, default the ``DMTWIN_KAFKA_*``
+    variables); anything else is a JSON Lines file (``-``: stdout)."""
     if target.startswith("kafka://"):
-        return KafkaSink(parse_kafka_url(target))
+        return KafkaSink(parse_kafka_url(target), security=security)
     return JsonlSink(target, mode="a" if append else "w")

@@ -163,18 +163,16 @@ class Worker:
         if not released:
             return
         mark = part.snapshot.mark.copy()
-        working: dict[str, HostRecord] = {}
-        records: list[Out] = []
-        outs: list[Outputs] = []
+        fresh: list[Decoded] = []
         for item in released:
             if mark.seen(item.source):
                 continue  # processed before a crash or a rebalance
             mark.advance(item.source)
-            out = self._fold(item, part, working)
-            records.extend(self._outputs(item, out))
-            outs.append(out)
-        if not outs:
+            fresh.append(item)
+        if not fresh:
             return
+        outs, working = self._fold_all(fresh, part)
+        records = [record for item, out in zip(fresh, outs) for record in self._outputs(item, out)]
         snapshots = [Out(self.snapshot_topic, host.encode(), record.to_bytes(), part.number)
                      for host, record in working.items()]
         if self.signer is not None:  # a signed checkpoint of each chain this batch extended
@@ -207,6 +205,19 @@ class Worker:
             loaded = await load_partition(self._reader, self.snapshot_topic, part.number)
         return bool(loaded.mark.next == mark.next)
 
+    def _fold_all(self, items: list[Decoded], part: OwnedPartition) -> tuple[list[Outputs], dict[str, HostRecord]]:
+        """Fold a batch, its due rounds computed together; if that fails, message by message, so
+        that the one message that made it fail becomes a dead letter and the others are folded."""
+        def record_of(host: str) -> HostRecord | None:
+            stored = part.snapshot.hosts.get(host)
+            return stored.copy() if stored is not None else None
+        try:
+            return self.processor.fold_batch(items, record_of)
+        except Exception:  # no input, however crafted, stops the agent
+            log.exception("dmtwin worker: folding a batch of %d failed; folding its messages one by one", len(items))
+        working: dict[str, HostRecord] = {}
+        return [self._fold(item, part, working) for item in items], working
+
     def _fold(self, item: Decoded, part: OwnedPartition, working: dict[str, HostRecord]) -> Outputs:
         host = item.host
         record = None
@@ -215,7 +226,7 @@ class Worker:
             if record is None and host in part.snapshot.hosts:
                 record = part.snapshot.hosts[host].copy()
         try:
-            new, out = self.processor.fold(item, record)
+            new, out = self.processor.fold(item, record.copy() if record is not None else None)
         except Exception as error:  # no input, however crafted, stops the agent
             log.exception("dmtwin worker: folding %s failed", item.source.line())
             new, out = None, Outputs(dead_letters=[dead_letter(item.value, item.source, f"internal error: {error!r}")],
@@ -305,7 +316,7 @@ class Worker:
             consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host=s.web_host,
             web_bind=s.web_host, stream_wait_empty=False,
             broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
-            broker_max_poll_records=2000,
+            broker_max_poll_records=2000, **s.security.faust(),
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                                "value_serializer": "raw"}

@@ -22,7 +22,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from twin.chain import Chainer
 from twin.engine import Twin
 from twin.errors import Rejected
-from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, BalancerRound, Decision, InputEvent, StatusFrame
+from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, BalancerRound, Decision, Entry, InputEvent, StatusFrame
 from twin.log import rejection
 from twin.state import HostState
 
@@ -89,7 +89,8 @@ class Outputs:
     decisions: list[str] = field(default_factory=list)
     rounds: int = 0
     fold_seconds: float = 0.0
-    """Time spent folding the message (with its balancing round, if one ran)."""
+    """Time spent folding the message (with its share of the balancing rounds, if one ran)."""
+
 
 
 @dataclass
@@ -195,21 +196,55 @@ class HostProcessor:
     def fold(self, item: Decoded, record: HostRecord | None) -> tuple[HostRecord | None, Outputs]:
         """Fold one message into ``record`` (changed in place: pass a copy to keep the original);
         return the host's record (None: the host never joined) and the outputs."""
+        host = item.host
+        outs, records = self.fold_batch([item], lambda name: record if name == host else None)
+        return records.get(host, record) if host is not None else record, outs[0]
+
+    def fold_batch(self, items: Sequence[Decoded], record_of: Callable[[str], HostRecord | None]
+                   ) -> tuple[list[Outputs], dict[str, HostRecord]]:
+        """Fold a batch of messages, in order; the outputs of each, and the records of the hosts
+        they changed. ``record_of(host)`` gives a host's record to start from (a copy: it is
+        changed in place), or None.
+
+        The rounds that come due are computed together (``Twin.rounds``), each at the latest
+        moment that keeps its host's order: before the host's next message in the batch, else at
+        the end. A round's entries go with the message that made it due, so each host's log reads
+        exactly as if every message were folded with its round on its own."""
+        twin = Twin()
+        working: dict[str, HostRecord] = {}
+        outs: list[Outputs] = []
+        due: dict[str, tuple[int, Outputs]] = {}
+        for item in items:
+            host = item.host
+            if host is not None and host in due:
+                self._rounds(twin, due, working)
+            if host is not None and host not in twin.hosts and host not in working:
+                record = record_of(host)
+                if record is not None:
+                    working[host] = record
+                    twin.hosts[host] = record.state
+            out = self._fold(twin, item, working)
+            if out.log and twin.due(host, item.at_ms, self.tick_ms):  # type: ignore[arg-type]
+                due[host] = (item.at_ms, out)  # type: ignore[index]
+            outs.append(out)
+        self._rounds(twin, due, working)
+        return outs, working
+
+    def _fold(self, twin: Twin, item: Decoded, working: dict[str, HostRecord]) -> Outputs:
+        """Fold one message (without its round) into ``twin``; chain its entries."""
         if item.rejected is not None:
-            return record, item.rejected
+            return item.rejected
         out = Outputs()
         message, source = item.message, item.source
         host = message.host
         in_frame = isinstance(message, StatusFrame)
+        record = working.get(host)
         if record is not None:
             message = self._drop_late(message, record.state, item, out)
             if message is None:
-                return record, out
-        twin = Twin()
-        if record is not None:
-            twin.hosts[host] = record.state
+                return out
         started = time.perf_counter()
-        entries, rejected = twin.ingest(message, self.tick_ms)
+        entries, rejected = twin.ingest(message, self.tick_ms, run_round=False)
         out.fold_seconds = time.perf_counter() - started
         for index, error in rejected:
             out.dead_letters.append(dead_letter(item.value, source, error.reason, error.field, error.value,
@@ -217,9 +252,27 @@ class HostProcessor:
             out.reasons.append(rejection_reason(error, stage="apply"))
         state = twin.hosts.get(host)
         if state is None:  # nothing about this host was ever accepted
-            return None, out
-        record = record or HostRecord(state)
-        record.state = state
+            return out
+        if record is None:
+            record = working[host] = HostRecord(state)
+        self._log(record, entries, out)
+        return out
+
+    def _rounds(self, twin: Twin, due: dict[str, tuple[int, Outputs]], working: dict[str, HostRecord]) -> None:
+        """Run the rounds that are due, all together, and log each with its message."""
+        if not due:
+            return
+        started = time.perf_counter()
+        rounds = twin.rounds([(host, at_ms) for host, (at_ms, _) in due.items()])
+        share = (time.perf_counter() - started) / len(rounds)
+        for entry, (host, (_, out)) in zip(rounds, due.items()):
+            out.fold_seconds += share
+            self._log(working[host], [entry], out)
+        due.clear()
+
+    def _log(self, record: HostRecord, entries: Sequence[Entry], out: Outputs) -> None:
+        """Chain ``entries`` onto the host's log, and note what they hold."""
+        host = record.state.name
         chainer = Chainer({host: record.chain} if record.chain else None)
         for entry in entries:
             out.log.append(chainer.line(entry).encode())
@@ -236,8 +289,7 @@ class HostProcessor:
                 out.inputs.append(entry.type)
                 out.reports += entry.type == "guest.status"
         record.chain = chainer.heads.get(host, record.chain)
-        record.entries += len(out.log)
-        return record, out
+        record.entries += len(entries)
 
     @staticmethod
     def _commands(decisions: Iterable[Decision], out: Outputs) -> None:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from twin.audit import explain, format_time, parse_time
+from twin.audit import format_time, parse_time
+from twin.explain import explain
 from twin.chain import Chainer
 from twin.engine import Twin
 from twin.events import (

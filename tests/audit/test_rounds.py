@@ -4,7 +4,8 @@ another. They fold, verify and explain exactly like the same run written event b
 import json
 import re
 
-from twin.audit import explain, verify
+from twin.audit import verify
+from twin.explain import explain
 from twin.chain import Chainer
 from twin.engine import Twin
 from twin.events import EVENT_ADAPTER, BalancerRound, StatusFrame

@@ -18,3 +18,13 @@ def test_topics_doc_names_every_topic():
     for name in (topics.telemetry, topics.host_events, topics.balloon_commands, topics.addition_commands,
                  topics.event_log, topics.dead_letters, topics.checkpoints):
         assert f"`{name}`" in text
+
+
+def test_security_doc_names_every_kafka_setting_and_flag():
+    from streams.kafka.security import OPTIONS, PASSWORD_ENV, PROTOCOLS, MECHANISMS
+
+    text = (DOCS / "security.md").read_text(encoding="utf-8")
+    for variable, flag, _ in OPTIONS.values():
+        assert f"`{variable}`" in text and f"`{flag}`" in text
+    assert f"`{PASSWORD_ENV}`" in text
+    assert all(f"`{name}`" in text for name in PROTOCOLS + MECHANISMS)

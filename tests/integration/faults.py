@@ -85,7 +85,7 @@ def audit(bootstrap: str, topics: Topics, live: Callable[[], dict[str, Any]] | N
     books.sent = len(sent)
     log = [r.value for r in read_records(bootstrap, topics.event_log, timeout_s=120)]
     logged = Counter(i for line in log for i in identities(line)
-                     if not str(i[0]).startswith("decision.") and i[0] != "balancer.tick")
+                     if not str(i[0]).startswith("decision.") and i[0] not in ("balancer.tick", "balancer.round"))
     books.logged = sum(logged.values())
     books.duplicated = sum(n - 1 for n in logged.values() if n > 1)
     dead: Counter[Identity] = Counter()

@@ -74,13 +74,7 @@ def test_a_frame_is_one_log_entry_and_a_round_with_its_decisions_another():
 def test_decisions_can_be_re_derived_from_the_inputs_in_the_log():
     _, log, _ = run(HostProcessor(), messages())
     result = replay(log)
-    twin, rederived = Twin(), []
-    for line in log:
-        entry = decode(line)
-        if isinstance(entry, BalancerRound):
-            rederived += twin.round(entry.host, entry.at_ms).decisions
-        elif not isinstance(entry, DECISION_TYPES):
-            rederived += twin.handle(entry)
+    rederived = Twin().rederive(decode(line) for line in log)
     assert [unchained(d) for d in result.decisions] == [unchained(d) for d in rederived] and rederived
 
 
@@ -143,3 +137,54 @@ def test_bad_messages_become_dead_letters_with_their_bytes_and_reason():
     _, out = processor.process(b"other", b'{"type":"balancer.tick","at_ms":1,"host":"h"}',
                                Source("in", 0, 200), stored)
     assert out.reasons == ["schema"] and "key" in json.loads(out.dead_letters[0].value)["reason"]
+
+
+def fleet_messages():
+    """Three hosts' messages, interleaved as one partition delivers them, frames and all."""
+    scenario = Scenario.model_validate({"seed": 4, "duration_s": 60, "hosts": [
+        {"name": f"h{h}", "total_mib": 6144 + 2048 * h, "reserve_mib": 512, "policy": policy, "vms": [
+            {"name": f"vm{i}", "startup_mib": 1024, "minimum_mib": 512, "maximum_mib": 4096,
+             "workload": {"kind": "bursty", "base_mib": 800, "burst_mib": 2500, "bursts_per_hour": 300}}
+            for i in range(3 + h)]} for h, policy in enumerate(["hyperv", "mom", "esx"])]})
+    fleet = Fleet(scenario)
+    out = [(join.host, encode(join).encode()) for join in fleet.joins()]
+    for second in range(scenario.duration_s):
+        fleet.second = second
+        for host in scenario.hosts:
+            out += [(host.name, encode(e).encode()) for e in fleet.lifecycle(host)]
+            reports = fleet.reports(host)
+            if second % 7 == 3:  # some hosts send reports one by one
+                out += [(host.name, encode(r).encode()) for r in reports]
+            elif reports:
+                frame = StatusFrame(at_ms=fleet.now_ms(), host=host.name, reports=[
+                    FrameReport(vm=r.vm, committed_mib=r.committed_mib, available_mib=r.available_mib) for r in reports])
+                out.append((host.name, frame.model_dump_json().encode()))
+    return out
+
+
+def test_a_batch_folds_and_logs_each_host_exactly_as_one_message_at_a_time():
+    from streams.worker.processor import decode as decode_message
+
+    processor, messages = HostProcessor(), fleet_messages()
+    alone_records, alone_logs = {}, {}
+    for offset, (host, value) in enumerate(messages):
+        record, out = processor.process(host.encode(), value, Source("in", 0, offset), alone_records.get(host))
+        if record is not None:
+            alone_records[host] = record
+        alone_logs.setdefault(host, []).extend(out.log)
+    batch_records, batch_logs = {}, {}
+    items = [decode_message(host.encode(), value, Source("in", 0, offset)) for offset, (host, value) in enumerate(messages)]
+    for start in range(0, len(items), 37):  # batches of every size, across hosts
+        outs, changed = processor.fold_batch(items[start:start + 37], lambda h: batch_records[h].copy() if h in batch_records else None)
+        batch_records.update(changed)
+        for item, out in zip(items[start:start + 37], outs):
+            batch_logs.setdefault(item.host, []).extend(out.log)
+    assert batch_logs == alone_logs and sum(map(len, alone_logs.values())) > 400
+    assert {h: r.to_bytes() for h, r in batch_records.items()} == {h: r.to_bytes() for h, r in alone_records.items()}
+    rounds = sum(line.count(b'"balancer.round"') for log in alone_logs.values() for line in log)
+    assert rounds >= 3 * 59
+    for host, log in batch_logs.items():  # and each round is what the host's own round decides
+        entries = [decode(line) for line in log]
+        recorded = [d for e in entries if isinstance(e, BalancerRound) for d in e.decisions]
+        assert [unchained(d) for d in Twin().rederive(entries) if not d.type.endswith("started")] == \
+               [unchained(d) for d in recorded] and recorded

@@ -1,0 +1,162 @@
+"""The balancing rounds of many hosts at once: ``balancer.plan`` for each, computed together.
+
+A round of a small host is a few dozen array operations on a dozen VMs, so it costs numpy's
+per-call overhead, not arithmetic. ``plan_many`` stacks the VMs of every host due (grouped by
+policy), runs the mechanism of ``twin.balancer`` once over all of them, with each host's scalars
+(free memory, budget, "host short") as per-host sums, and calls a policy per host only where it
+cannot be done for all at once (``hyperv`` when a host's ideal memory does not fit). The decisions
+are those of ``plan`` on each host, bit for bit, in the same order (``tests/twin/test_rounds.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .balancer import PARAMS, Decision, _next_seq, _reason
+from .events import BalloonTargetSet, MemoryAdditionRequested, SmartPagingEnded, UnballoonRequested
+from .policies import POLICIES, Snapshot
+from .state import NO_DATA, Col, HostState, Pending
+
+__all__ = ["plan_many"]
+
+_IDLE, _UNBALLOON, _HOT_ADD = int(Pending.NONE), int(Pending.UNBALLOON), int(Pending.HOT_ADD)
+
+
+def plan_many(rounds: Sequence[tuple[HostState, int]]) -> list[list[Decision]]:
+    """The decisions of a round of each ``(state, at_ms)``, as ``balancer.plan`` makes them."""
+    out: list[list[Decision]] = [[] for _ in rounds]
+    by_policy: dict[str, list[int]] = {}
+    for j, (state, _) in enumerate(rounds):
+        if len(state.vms):
+            by_policy.setdefault(state.policy, []).append(j)
+    for policy, members in by_policy.items():
+        _plan_group(policy, [rounds[j] for j in members], [out[j] for j in members])
+    return out
+
+
+def _sums(values: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+    """Per-group sums of int64 ``values`` (exact: MiB sums stay far below 2^53)."""
+    return np.bincount(group, weights=values, minlength=groups).astype(np.int64)
+
+
+def _plan_group(policy: str, rounds: list[tuple[HostState, int]], out: list[list[Decision]]) -> None:
+    params = PARAMS[policy]
+    states = [state for state, _ in rounds]
+    hosts = len(states)
+    counts = [len(state.vms) for state in states]
+    rows = np.concatenate([state.vms.rows for state in states])
+    host = np.repeat(np.arange(hosts), counts)
+    at = np.repeat(np.array([at_ms for _, at_ms in rounds], dtype=np.int64), counts)
+    names = [name for state in states for name in state.vms.names]
+
+    pending = rows[:, Col.PENDING]
+    promised = np.where((pending == _UNBALLOON) | (pending == _HOT_ADD), rows[:, Col.PENDING_MIB], 0)
+    capacity = [state.capacity_mib for state in states]
+    free = [c - int(s) for c, s in zip(capacity, _sums(rows[:, Col.ASSIGNED] + promised, host, hosts).tolist())]
+
+    idle = pending == _IDLE
+    paging = rows[:, Col.PAGING]
+    eligible = idle & (rows[:, Col.DM_ENABLED] == 1) & (rows[:, Col.DEMAND] != NO_DATA)
+    for i in np.flatnonzero(idle & (rows[:, Col.SMART_PAGING] == 1)).tolist():
+        h, backed = int(host[i]), int(paging[i])
+        if backed <= free[h]:
+            free[h] -= backed
+            state = states[h]
+            out[h].append(SmartPagingEnded(at_ms=rounds[h][1], host=state.name, vm=names[i],
+                                           seq=_next_seq(state, names[i]), backed_mib=backed))
+            eligible[i] = False
+    idx = np.flatnonzero(eligible)
+    if len(idx) == 0:
+        return
+
+    sub = rows[idx]
+    of = host[idx]
+    when = at[idx]
+    assigned = sub[:, Col.ASSIGNED]
+    demand = sub[:, Col.DEMAND]
+    visible = sub[:, Col.VISIBLE]
+    paged = sub[:, Col.PAGING]
+    can_balloon = sub[:, Col.CAN_BALLOON] == 1
+    can_add = (sub[:, Col.CAN_HOT_ADD] == 1) & (sub[:, Col.HOT_ADD_BLOCKED] == 0) & (sub[:, Col.RETRY_AT] <= when)
+    floor = np.where(sub[:, Col.FLOOR_UNTIL] > when, sub[:, Col.FLOOR], 0)
+    lower = np.minimum(np.where(can_balloon, np.maximum(sub[:, Col.MINIMUM], floor), assigned), assigned)
+    upper = np.maximum(np.where(can_add, sub[:, Col.MAXIMUM] - paged, visible - paged), assigned)
+    free_of = np.array(free, dtype=np.int64)
+    budget = free_of + _sums(assigned, of, hosts)
+    target = _targets(policy, sub, of, hosts, assigned, demand, lower, upper, budget, free, capacity)
+    delta = target - assigned
+
+    grow_band = np.maximum(params.grow_deadband_mib, assigned * params.grow_deadband_percent // 100)
+    short = demand > assigned
+    grow = delta >= np.where(short, params.grow_deadband_mib, grow_band)
+    want = np.where(grow, delta, 0)
+    host_short = _sums(want, of, hosts) > free_of
+    shrink_band = np.maximum(params.shrink_deadband_mib, assigned * params.shrink_deadband_percent // 100)
+    since = sub[:, Col.SURPLUS_SINCE]
+    lasted = (since != NO_DATA) & (when - since >= params.reclaim_after_ms)
+    shrink = (-delta >= shrink_band) & (host_short[of] | lasted | (params.reclaim_after_ms == 0))
+    pressure = (200 * demand + assigned) // (2 * np.maximum(assigned, 1))
+    order = np.lexsort((np.arange(len(idx)), -pressure, -sub[:, Col.WEIGHT], of))
+
+    growing = order[want[order] > 0]
+    room = np.minimum(sub[:, Col.MAXIMUM] - assigned - paged, params.max_add_mib)
+    columns = (of, idx, want, assigned, demand, pressure, visible - assigned - paged, sub[:, Col.ALIGNMENT], room)
+    for h, i, wanted, held, needs, press, ballooned, align, space in zip(*(c[growing].tolist() for c in columns)):
+        left = free[h]
+        if left <= 0:
+            continue  # this host has handed out all it had (plan stops its loop here)
+        state, vm, at_ms = states[h], names[i], rounds[h][1]
+        why = _reason(policy, needs, held, press, held + wanted, "short of memory" if needs > held else "below ideal")
+        grant = min(wanted, left, params.max_add_mib)
+        if ballooned > 0:
+            amount = min(grant, ballooned)
+            out[h].append(UnballoonRequested(at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm),
+                                             return_mib=amount, target_mib=held + amount, reason=why))
+        else:
+            amount = -(-grant // align) * align
+            if amount > min(space, left):
+                amount = min(space, left) // align * align
+            if amount <= 0:
+                continue
+            out[h].append(MemoryAdditionRequested(at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm),
+                                                  add_mib=amount, target_mib=held + amount, reason=why))
+        free[h] = left - amount
+
+    unit = params.balloon_unit_mib
+    remove = np.minimum(assigned - target, params.max_balloon_mib) // unit * unit
+    shrinking = np.flatnonzero(shrink & (remove > 0))
+    columns = (of, idx, remove, assigned, demand, pressure, target, paged)
+    for h, i, amount, held, needs, press, aim, in_file in zip(*(c[shrinking].tolist() for c in columns)):
+        state, vm = states[h], names[i]
+        why = "host short" if host_short[h] else "surplus"
+        out[h].append(BalloonTargetSet(at_ms=rounds[h][1], host=state.name, vm=vm, seq=_next_seq(state, vm),
+                                       remove_mib=amount, target_mib=held - max(0, amount - in_file),
+                                       reason=_reason(policy, needs, held, press, aim, why)))
+
+
+def _targets(policy: str, sub: np.ndarray, of: np.ndarray, hosts: int, assigned: np.ndarray, demand: np.ndarray,
+             lower: np.ndarray, upper: np.ndarray, budget: np.ndarray, free: list[int],
+             capacity: list[int]) -> np.ndarray:
+    """Each VM's target, within its bounds: ``hyperv``'s ideal memory for all hosts where it fits,
+    else the policy of each host on its own VMs."""
+    if policy == "hyperv":
+        wanted = -(-demand * (100 + sub[:, Col.BUFFER_PERCENT]) // 100)
+        target = np.clip(wanted, lower, upper)
+        crowded = np.flatnonzero(_sums(target, of, hosts) > budget).tolist()
+    else:
+        target = np.empty_like(assigned)
+        crowded = np.unique(of).tolist()
+    if not crowded:
+        return target
+    starts = np.searchsorted(of, np.arange(hosts), side="left").tolist()
+    ends = np.searchsorted(of, np.arange(hosts), side="right").tolist()
+    for h in crowded:
+        s = slice(starts[h], ends[h])
+        snapshot = Snapshot(
+            assigned=assigned[s], demand=demand[s], available=sub[s, Col.AVAILABLE], minimum=sub[s, Col.MINIMUM],
+            maximum=sub[s, Col.MAXIMUM], buffer_percent=sub[s, Col.BUFFER_PERCENT], weight=sub[s, Col.WEIGHT],
+            lower=lower[s], upper=upper[s], budget_mib=int(budget[h]), free_mib=free[h], capacity_mib=capacity[h])
+        target[s] = np.clip(POLICIES[policy](snapshot), lower[s], upper[s])
+    return target
