@@ -45,7 +45,7 @@ def build(settings: Any) -> Any:
         consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host=s.web_host,
         web_bind=s.web_host, stream_wait_empty=False,
         broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
-        broker_max_poll_records=2000,
+        broker_max_poll_records=2000, **s.security.faust(),
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                            "value_serializer": "raw"}
