@@ -48,7 +48,6 @@ from tests.integration.conftest import free_ports  # noqa: E402
 from pipeline_load import SHAPES, Shape, fleet, load  # noqa: E402  (fleet: bench_core.py uses it)
 from pipeline_runs import Throughput, latency, load_average, scaling, throughput  # noqa: E402
 
-PARTS = ("throughput", "latency", "scaling")
 __all__ = ["fleet", "main"]
 
 
@@ -65,7 +64,7 @@ def options() -> argparse.Namespace:
     parser.add_argument("--latency-warmup", type=int, default=5, help="first seconds left out of the percentiles")
     parser.add_argument("--scaling-hosts", type=int, help="hosts of the scaling runs (40; quick 16)")
     parser.add_argument("--scaling-messages", type=int, help="frames of 12 VMs per scaling run (8000; quick 1500)")
-    parser.add_argument("--parts", default=",".join(PARTS), help="which of throughput,latency,scaling to run")
+    parser.add_argument("--parts", default="throughput,latency,scaling", help="which to run, in this order")
     parser.add_argument("--timeout", type=float, default=900, help="longest wait for any one consumer, s")
     args = parser.parse_args()
     defaults = dict(reps=3, hosts=8, messages=1500, latency_seconds=12, scaling_hosts=16, scaling_messages=1500) \
@@ -97,7 +96,8 @@ def print_throughput(results: dict[str, list[Throughput]]) -> None:
         medians = {s: statistics.median(rates(runs, s, "reports")) for _, s in consumers}
         print(f"  {shape:10} {len(run.telemetry):>9,} {run.reports:>9,}"
               + "".join(f"  {mm(rates(runs, s, 'reports'))}" for _, s in consumers)
-              + f"  {medians['worker_s'] / medians['floor_s']:>11.2f}× {medians['worker_s'] / medians['bare_s']:>10.2f}×")
+              + f"  {medians['worker_s'] / medians['floor_s']:>11.2f}×"
+              + f" {medians['worker_s'] / medians['bare_s']:>10.2f}×")
     print("\nThroughput, messages/s (min / median):")
     for shape, runs in results.items():
         print(f"  {shape:10} {'':>9} {'':>9}" + "".join(f"  {mm(rates(runs, s, 'messages'))}" for _, s in consumers))
@@ -115,11 +115,44 @@ def print_throughput(results: dict[str, list[Throughput]]) -> None:
         print("  NOTE: the empty Faust agent's settings differ from the worker's:", drift)
 
 
+def run_throughput(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None:
+    results = {}
+    for shape in [s for s in SHAPES if s.name in args.shapes.split(",")]:
+        run = load(shape, args.hosts, args.messages)
+        print(f"  {shape.name}: {args.hosts} hosts × {shape.vms} VMs × {run.seconds} s: "
+              f"{len(run.telemetry):,} messages, {run.reports:,} reports", flush=True)
+        results[shape.name] = [throughput(bootstrap, run, workdir, f"{shape.name}-{i}", args.timeout)
+                               for i in range(args.reps)]
+    print_throughput(results)
+
+
+def run_latency(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None:
+    lat = latency(bootstrap, args.latency_hosts, 12, args.latency_seconds, args.latency_warmup, workdir)
+    print(f"\nLatency at steady load ({args.latency_hosts} hosts × 12 VMs, one frame per host per second for "
+          f"{args.latency_seconds} s, guests answering; the first {args.latency_warmup} s left out):")
+    print(f"  report → command, {len(lat.delays_ms)} commands from {lat.frames} frames: p50 {lat.p50:.0f} ms, "
+          f"p99 {lat.percentile(0.99):.0f} ms, max {max(lat.delays_ms, default=float('nan')):.0f} ms"
+          f"{f' ({lat.unmatched} commands matched no frame)' if lat.unmatched else ''}")
+
+
+def run_scaling(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None:
+    run = load(Shape("frames-12", 12, True), args.scaling_hosts, args.scaling_messages)
+    print(f"\nScaling ({args.scaling_hosts} hosts × 12 VMs, {len(run.telemetry):,} frames, "
+          f"{run.reports:,} reports, 4 partitions), reports/s (min / median):", flush=True)
+    by_count = {}
+    for workers in (1, 2):
+        done = [scaling(bootstrap, run, workers, workdir, f"{workers}-{i}", args.timeout) for i in range(args.reps)]
+        by_count[workers] = [run.reports / d.seconds for d in done]
+        print(f"  {workers} worker{'s' if workers > 1 else ' '}: {mm(by_count[workers])}"
+              f"   (sent at {min(d.produce_rate for d in done):,.0f}+ frames/s)", flush=True)
+    ratio = statistics.median(by_count[2]) / statistics.median(by_count[1])
+    print(f"  two workers / one: {ratio:.2f}× (medians)")
+
+
 def main() -> None:
     args = options()
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # a new topic's first sends retry, noisily
-    parts = set(args.parts.split(","))
-    shapes = [s for s in SHAPES if s.name in args.shapes.split(",")]
+    parts = {"throughput": run_throughput, "latency": run_latency, "scaling": run_scaling}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -134,35 +167,8 @@ def main() -> None:
               f"{' (started for the run)' if broker else ''}, {os.cpu_count()} cores, "
               f"load average {load_average()}, {args.reps} repetitions", flush=True)
         try:
-            if "throughput" in parts:
-                results = {}
-                for shape in shapes:
-                    run = load(shape, args.hosts, args.messages)
-                    print(f"  {shape.name}: {args.hosts} hosts × {shape.vms} VMs × {run.seconds} s: "
-                          f"{len(run.telemetry):,} messages, {run.reports:,} reports", flush=True)
-                    results[shape.name] = [throughput(bootstrap, run, workdir, f"{shape.name}-{i}", args.timeout)
-                                           for i in range(args.reps)]
-                print_throughput(results)
-            if "latency" in parts:
-                lat = latency(bootstrap, args.latency_hosts, 12, args.latency_seconds, args.latency_warmup, workdir)
-                print(f"\nLatency at steady load ({args.latency_hosts} hosts × 12 VMs, one frame per host per "
-                      f"second, {args.latency_seconds} s, guests answering, the first {args.latency_warmup} s left "
-                      f"out): report → command over {len(lat.delays_ms)} commands of {lat.frames} frames: p50 {lat.p50:.0f} ms, p99 {lat.percentile(0.99):.0f} ms, "
-                      f"max {max(lat.delays_ms, default=float('nan')):.0f} ms"
-                      f"{f' ({lat.unmatched} commands matched no frame)' if lat.unmatched else ''}")
-            if "scaling" in parts:
-                run = load(Shape("frames-12", 12, True), args.scaling_hosts, args.scaling_messages)
-                print(f"\nScaling ({args.scaling_hosts} hosts × 12 VMs, {len(run.telemetry):,} frames, "
-                      f"{run.reports:,} reports, 4 partitions), reports/s (min / median):", flush=True)
-                by_count = {}
-                for workers in (1, 2):
-                    done = [scaling(bootstrap, run, workers, workdir, f"{workers}-{i}", args.timeout)
-                            for i in range(args.reps)]
-                    by_count[workers] = [run.reports / d.seconds for d in done]
-                    print(f"  {workers} worker{'s' if workers > 1 else ' '}: {mm(by_count[workers])}"
-                          f"   (sent at {min(d.produce_rate for d in done):,.0f}+ frames/s)", flush=True)
-                ratio = statistics.median(by_count[2]) / statistics.median(by_count[1])
-                print(f"  two workers / one: {ratio:.2f}× (medians)")
+            for name in args.parts.split(","):
+                parts[name](bootstrap, args, workdir)
         finally:
             if broker is not None:
                 broker.down()
