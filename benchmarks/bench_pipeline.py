@@ -64,7 +64,7 @@ def options() -> argparse.Namespace:
     parser.add_argument("--latency-warmup", type=int, default=5, help="first seconds left out of the percentiles")
     parser.add_argument("--scaling-hosts", type=int, help="hosts of the scaling runs (40; quick 16)")
     parser.add_argument("--scaling-messages", type=int, help="frames of 12 VMs per scaling run (8000; quick 1500)")
-    parser.add_argument("--parts", default="throughput,latency,scaling", help="which to run, in this order")
+    parser.add_argument("--parts", default="throughput,latency,scaling,signing", help="which to run, in this order")
     parser.add_argument("--timeout", type=float, default=900, help="longest wait for any one consumer, s")
     args = parser.parse_args()
     defaults = dict(reps=3, hosts=8, messages=1500, latency_seconds=12, scaling_hosts=16, scaling_messages=1500) \
@@ -149,10 +149,29 @@ def run_scaling(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None
     print(f"  two workers / one: {ratio:.2f}× (medians)")
 
 
+def run_signing(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None:
+    """The worker's throughput on frames of 12 with a signing key against without (issue #12: at most 5 %)."""
+    from streams.cli import main as dmtwin
+
+    key = workdir / "worker.key"
+    if not key.exists():
+        dmtwin(["keys", "new", str(key)])
+    run = load(Shape("frames-12", 12, True), args.hosts, args.messages)
+    plain, signed = [], []
+    for i in range(args.reps):  # interleaved, so that a change of the machine's load hits both alike
+        plain.append(throughput(bootstrap, run, workdir, f"plain-{i}", args.timeout))
+        signed.append(throughput(bootstrap, run, workdir, f"signed-{i}", args.timeout, key=key))
+    a, b = rates(plain, "worker_s", "reports"), rates(signed, "worker_s", "reports")
+    print(f"\nSigning (frames of 12, {args.hosts} hosts), worker reports/s (min / median):")
+    print(f"  without a key: {mm(a)}\n  with a key:    {mm(b)}   "
+          f"({sum(t.checkpoints for t in signed) // len(signed):,} checkpoints a run)")
+    print(f"  signed / unsigned: {statistics.median(b) / statistics.median(a):.2f}× (medians)")
+
+
 def main() -> None:
     args = options()
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # a new topic's first sends retry, noisily
-    parts = {"throughput": run_throughput, "latency": run_latency, "scaling": run_scaling}
+    parts = {"throughput": run_throughput, "latency": run_latency, "scaling": run_scaling, "signing": run_signing}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

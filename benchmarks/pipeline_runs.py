@@ -82,11 +82,11 @@ def fresh(bootstrap: str) -> tuple[str, Topics]:
     return app_id, topics
 
 
-def throughput(bootstrap: str, run: Load, workdir: Path, tag: str, timeout_s: float) -> Throughput:
+def throughput(bootstrap: str, run: Load, workdir: Path, tag: str, timeout_s: float,
+               key: Path | None = None) -> Throughput:
     """The hosts and VMs join first (a worker folds them, then stops); then the telemetry goes in
-    as a backlog, which the bare consumer, the floor and the worker (started again) read in turn.
-    (With the lifecycle in the same backlog, a worker starting cold releases telemetry before it
-    has fetched the host events, and dead-letters reports of hosts "not joined".)"""
+    as a backlog, which the bare consumer, the floor and the worker (started again) read in turn,
+    so that each consumer's window holds the telemetry alone."""
     app_id, topics = fresh(bootstrap)
     produce(bootstrap, topics.host_events, run.lifecycle)
     worker = WorkerProcess(bootstrap, workdir / f"worker-{tag}", app_id, topics, partitions=PARTITIONS).start()
@@ -94,6 +94,8 @@ def throughput(bootstrap: str, run: Load, workdir: Path, tag: str, timeout_s: fl
         wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
     finally:
         worker.stop()
+    if key is not None:  # the worker signs a checkpoint of each chain it extends, per transaction
+        worker.env["DMTWIN_KEY"] = str(key)
     produce(bootstrap, topics.telemetry, run.telemetry)
     bare_s = bare_consumer(bootstrap, topics, run, timeout_s)
     floor = FloorProcess(bootstrap, workdir / f"floor-{tag}", app_id + "-floor", topics, len(run.telemetry)).start()
