@@ -109,8 +109,10 @@ def fold_and_balance_rate(hosts: int, seconds: int) -> tuple[float, int]:
 
 
 def batched_rate(hosts: int, seconds: int, batch: int) -> tuple[float, int]:
-    """As ``fold_and_balance_rate``, but the rounds that come due in a batch of ``batch`` messages
-    computed together (``Twin.rounds``), as the worker does within a transaction."""
+    """As ``fold_and_balance_rate``, folding ``batch`` messages at a time as the worker folds a
+    transaction's worth (``twin.batch.Batch``: frames and rounds of many hosts together)."""
+    from twin.batch import Batch
+
     inputs, reports = messages(hosts, 12, seconds)
     best, entries = float("inf"), 0
     for _ in range(3):
@@ -118,16 +120,11 @@ def batched_rate(hosts: int, seconds: int, batch: int) -> tuple[float, int]:
         entries = 0
         start = time.perf_counter()
         for first in range(0, len(inputs), batch):
-            due: dict[str, int] = {}
+            folding = Batch(twin)
             for message in inputs[first:first + batch]:
-                if message.host in due:
-                    entries += len(twin.rounds(list(due.items())))
-                    due.clear()
-                logged, _ = twin.ingest(message, run_round=False)
-                entries += len(logged)
-                if logged and twin.due(message.host, message.at_ms):
-                    due[message.host] = message.at_ms
-            entries += len(twin.rounds(list(due.items())))
+                logged, _, rounds = folding.add(message)
+                entries += len(logged) + len(rounds)
+            entries += len(folding.flush())
         best = min(best, time.perf_counter() - start)
     return reports / best, entries
 
@@ -168,7 +165,7 @@ def main() -> None:
           f"{args.seconds} s): {rate:,.0f} reports/s, {entries:,} log entries")
     for batch in (100, 1000):
         rate, entries = batched_rate(args.hosts, args.seconds, batch)
-        print(f"  with the rounds of each batch of {batch} messages computed together (Twin.rounds): "
+        print(f"  folding each batch of {batch} messages together, as the worker does (twin.batch): "
               f"{rate:,.0f} reports/s, {entries:,} log entries")
 
     lines = log_lines(args.events)

@@ -1,207 +1,178 @@
-"""Benchmark of the streaming twin (issue #3) on one real broker, with the same messages for both:
+"""Benchmark of the streaming twin on a real broker (issue 10, "How it is shown"). Prints tables,
+asserts nothing.
 
-1. throughput in guest reports per second of the worker (a real `dmtwin worker` process) against a
-   plain aiokafka consumer that only reads and decodes the messages, for per-guest messages and
-   for host frames; and the ratio of the two;
-2. the delay from a report entering Kafka to the command it causes leaving, p50 / p99, at a
-   steady load (frames paced at one per host per second), measured on Kafka's record timestamps.
+1. **Throughput**, for three message shapes (one ``guest.status`` per guest; frames of 12 VMs;
+   frames of 50 VMs): the hosts and VMs join (a worker folds their start and stops), then one
+   backlog of telemetry is put into the run's input topics (4 partitions) and read, in turn, by
+   - a bare aiokafka consumer that reads both input topics and decodes every message with the
+     twin's INPUT_MESSAGE_ADAPTER (in this process);
+   - an empty Faust agent, the floor: a faust.App with the worker's settings whose agent only
+     iterates the raw bytes and counts (benchmarks/floor_agent.py, a process of its own; it
+     reports any Faust setting in which it differs from the worker's);
+   - the worker, a ``dmtwin worker`` process (tests/integration/pipeline.py's WorkerProcess).
+   Each one's time runs from its first telemetry message to its last (for the worker: the record
+   timestamps of its first and last telemetry entry in the event log, as its transactions stamp
+   them), so neither start-up nor the hosts' and VMs' start counts. Printed: reports/s and
+   messages/s (min and median of ``--reps``), the ratios worker / floor and worker / bare (of the
+   medians), and the records the worker produced per input message (lifecycle and telemetry),
+   counted in the event log, command, dead-letter, snapshot and checkpoint topics after the run:
+   log entries per message, and all records per message.
+2. **Latency** at steady load: ``--latency-hosts`` × 12 VMs streamed by the feeder at real time
+   (one frame per host per second, the simulated guests answering the commands), into a worker;
+   report → command p50 / p99 from Kafka record timestamps (the frame's, the command's).
+3. **Scaling**: one worker process, then two in one group, on input topics of 4 partitions; the
+   hosts join first, then frames of 12 VMs are sent as fast as the broker takes them; reports/s
+   of the group (event-log timestamps), min and median of ``--reps``, and the ratio two / one.
 
-Run: .venv/bin/python benchmarks/bench_pipeline.py [--hosts 100] [--seconds 30]
+Run: .venv/bin/python benchmarks/bench_pipeline.py [--quick] [--hosts 40] [--messages 12000] ...
 Uses $DMTWIN_KAFKA_BOOTSTRAP if set, else starts a local broker (streams.kafka.broker) for the run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import logging
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from streams.kafka.broker import LocalKafka  # noqa: E402
-from streams.kafka.feed import ensure_topics  # noqa: E402
-from streams.kafka.topics import Topics  # noqa: E402
 from tests.integration.conftest import free_ports  # noqa: E402
-from tests.integration.pipeline import (  # noqa: E402
-    WorkerProcess,
-    read_records,
-    unique_topics,
-    wait_until_quiet,
-)
-from twin.events import INPUT_MESSAGE_ADAPTER, FrameReport, StatusFrame  # noqa: E402
-from twin.log import encode  # noqa: E402
-from twin.scenario import Fleet, Scenario  # noqa: E402
 
-VMS_PER_HOST = 12
+from pipeline_load import SHAPES, Shape, fleet, load  # noqa: E402  (fleet: bench_core.py uses it)
+from pipeline_runs import Throughput, latency, load_average, scaling, throughput  # noqa: E402
+
+__all__ = ["fleet", "main"]
 
 
-def fleet(hosts: int, seconds: int) -> Fleet:
-    workloads = [{"kind": "diurnal", "base_mib": 1500, "amplitude_mib": 1200, "period_s": 120},
-                 {"kind": "bursty", "base_mib": 900, "burst_mib": 1800, "bursts_per_hour": 60},
-                 {"kind": "steady", "mib": 2200}, {"kind": "idle"}]
-    return Fleet(Scenario.model_validate({"seed": 1, "duration_s": seconds, "hosts": [
-        {"name": f"hv-{h:04d}", "total_mib": 65536, "reserve_mib": 2048, "vms": [
-            {"name": f"vm-{v:02d}", "startup_mib": 2048, "minimum_mib": 512, "maximum_mib": 8192,
-             "workload": workloads[v % len(workloads)]} for v in range(VMS_PER_HOST)]}
-        for h in range(hosts)]}))
+def options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, a few seconds each")
+    parser.add_argument("--reps", type=int, help="repetitions of each throughput figure (3)")
+    parser.add_argument("--hosts", type=int, help="hosts of the throughput runs (40; quick 8)")
+    parser.add_argument("--messages", type=int, help="telemetry messages per shape (12000; quick 1500)")
+    parser.add_argument("--shapes", default=",".join(s.name for s in SHAPES), help="shapes to run")
+    parser.add_argument("--latency-hosts", type=int, default=20)
+    parser.add_argument("--latency-seconds", type=int, help="seconds of paced load (60; quick 12)")
+    parser.add_argument("--latency-warmup", type=int, default=5, help="first seconds left out of the percentiles")
+    parser.add_argument("--scaling-hosts", type=int, help="hosts of the scaling runs (40; quick 16)")
+    parser.add_argument("--scaling-messages", type=int, help="frames of 12 VMs per scaling run (8000; quick 1500)")
+    parser.add_argument("--parts", default="throughput,latency,scaling,signing", help="which to run, in this order")
+    parser.add_argument("--timeout", type=float, default=900, help="longest wait for any one consumer, s")
+    args = parser.parse_args()
+    defaults = dict(reps=3, hosts=8, messages=1500, latency_seconds=12, scaling_hosts=16, scaling_messages=1500) \
+        if args.quick else dict(reps=3, hosts=40, messages=12000, latency_seconds=60, scaling_hosts=40,
+                                scaling_messages=8000)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
 
 
-def messages(fleet: Fleet, frames: bool) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
-    """(host-events, telemetry) messages of the whole run; each a (host, value) pair."""
-    lifecycle = [(j.host, encode(j).encode()) for j in fleet.joins()]
-    telemetry: list[tuple[str, bytes]] = []
-    for second in range(fleet.scenario.duration_s):
-        fleet.second = second
-        for host in fleet.scenario.hosts:
-            lifecycle += [(host.name, encode(e).encode()) for e in fleet.lifecycle(host)]
-            reports = fleet.reports(host) if second > 0 else []  # first reports a second after start
-            if frames and reports:
-                frame = StatusFrame(at_ms=fleet.now_ms(), host=host.name, reports=[
-                    FrameReport(vm=r.vm, committed_mib=r.committed_mib, available_mib=r.available_mib)
-                    for r in reports])
-                telemetry.append((host.name, frame.model_dump_json().encode()))
-            else:
-                telemetry += [(r.host, encode(r).encode()) for r in reports]
-    return lifecycle, telemetry
+def mm(values: list[float]) -> str:
+    """min / median of rates."""
+    return f"{min(values):>9,.0f} / {statistics.median(values):>9,.0f}"
 
 
-async def produce(bootstrap: str, topic: str, batch: list[tuple[str, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
-    await producer.start()
-    try:
-        for host, value in batch:
-            await producer.send(topic, key=host.encode(), value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
+def rates(runs: list[Throughput], seconds: str, per: str) -> list[float]:
+    """Reports/s or telemetry messages/s of each run, by one consumer's seconds."""
+    return [(r.run.reports if per == "reports" else len(r.run.telemetry)) / getattr(r, seconds) for r in runs]
 
 
-async def plain_consumer(bootstrap: str, topic: str, expected_messages: int) -> tuple[float, int]:
-    """Read and decode every message; return (seconds from first to last message, reports)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None, max_poll_records=5000)
-    await consumer.start()
-    try:
-        seen = reports = 0
-        started = 0.0
-        while seen < expected_messages:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
-            for records in batches.values():
-                if not started:
-                    started = time.perf_counter()
-                for record in records:
-                    message = INPUT_MESSAGE_ADAPTER.validate_json(record.value)
-                    reports += len(message.reports) if isinstance(message, StatusFrame) else 1
-                seen += len(records)
-        return time.perf_counter() - started, reports
-    finally:
-        await consumer.stop()
+def print_throughput(results: dict[str, list[Throughput]]) -> None:
+    consumers = (("bare consumer", "bare_s"), ("empty Faust agent", "floor_s"), ("worker", "worker_s"))
+    print("\nThroughput, reports/s (min / median):")
+    print(f"  {'shape':10} {'messages':>9} {'reports':>9}" + "".join(f"  {name:>21}" for name, _ in consumers)
+          + f"  {'worker/floor':>12} {'worker/bare':>11}")
+    for shape, runs in results.items():
+        run = runs[0].run
+        medians = {s: statistics.median(rates(runs, s, "reports")) for _, s in consumers}
+        print(f"  {shape:10} {len(run.telemetry):>9,} {run.reports:>9,}"
+              + "".join(f"  {mm(rates(runs, s, 'reports'))}" for _, s in consumers)
+              + f"  {medians['worker_s'] / medians['floor_s']:>11.2f}×"
+              + f" {medians['worker_s'] / medians['bare_s']:>10.2f}×")
+    print("\nThroughput, messages/s (min / median):")
+    for shape, runs in results.items():
+        print(f"  {shape:10} {'':>9} {'':>9}" + "".join(f"  {mm(rates(runs, s, 'messages'))}" for _, s in consumers))
+    print("\nRecords the worker produced per input message (median run; inputs = lifecycle + telemetry):")
+    print(f"  {'shape':10} {'inputs':>8} {'log':>8} {'commands':>9} {'dead':>6} {'snapshots':>10} {'checkpts':>9}"
+          f" {'log/msg':>8} {'records/msg':>12} {'per telemetry msg':>18}")
+    for shape, runs in results.items():
+        r = sorted(runs, key=lambda t: t.records)[len(runs) // 2]
+        inputs = r.run.messages
+        print(f"  {shape:10} {inputs:>8,} {r.log_entries:>8,} {r.commands:>9,} {r.dead_letters:>6,} {r.snapshots:>10,}"
+              f" {r.checkpoints:>9,} {r.log_entries / inputs:>8.2f} {r.records / inputs:>12.2f}"
+              f" {r.records / len(r.run.telemetry):>18.2f}")
+    drift = {k: v for runs in results.values() for r in runs for k, v in r.drift.items()}
+    if drift:
+        print("  NOTE: the empty Faust agent's settings differ from the worker's:", drift)
 
 
-def pipeline_rate(bootstrap: str, topics: Topics, app_id: str, workdir: Path,
-                  lifecycle: list[tuple[str, bytes]], telemetry: list[tuple[str, bytes]], reports: int) -> float:
-    """Reports per second of a worker folding the telemetry, sent as fast as Kafka takes it once the
-    worker has folded the hosts' and VMs' start (timestamps of its first and last folded report,
-    so neither start-up nor the lifecycle counts)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    worker = WorkerProcess(bootstrap, workdir / "worker", app_id, topics).start()
-    try:
-        asyncio.run(produce(bootstrap, topics.host_events, lifecycle))
-        settled = wait_until_quiet(bootstrap, topics.event_log, quiet_s=3, timeout_s=300)
-        asyncio.run(produce(bootstrap, topics.telemetry, telemetry))
-        wait_until_quiet(bootstrap, topics.event_log, quiet_s=5, timeout_s=900, at_least=settled + 1)
-    finally:
-        worker.stop()
-    log = read_topic_timestamps(bootstrap, topics.event_log)
-    folded = [stamp for stamp, value in log if b'"guest.status"' in value]
-    if len(folded) < reports:
-        print(f"  (the worker folded {len(folded)} of {reports} reports; see the dead-letter topic)")
-    return len(folded) / ((max(folded) - min(folded)) / 1000)
+def run_throughput(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None:
+    results = {}
+    for shape in [s for s in SHAPES if s.name in args.shapes.split(",")]:
+        run = load(shape, args.hosts, args.messages)
+        print(f"  {shape.name}: {args.hosts} hosts × {shape.vms} VMs × {run.seconds} s: "
+              f"{len(run.telemetry):,} messages, {run.reports:,} reports", flush=True)
+        results[shape.name] = [throughput(bootstrap, run, workdir, f"{shape.name}-{i}", args.timeout)
+                               for i in range(args.reps)]
+    print_throughput(results)
 
 
-def read_topic_timestamps(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
-    """(record timestamp in ms, value) of every record of a topic."""
-    return [(r.timestamp, r.value) for r in read_records(bootstrap, topic, timeout_s=120)]
+def run_latency(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None:
+    lat = latency(bootstrap, args.latency_hosts, 12, args.latency_seconds, args.latency_warmup, workdir)
+    print(f"\nLatency at steady load ({args.latency_hosts} hosts × 12 VMs, one frame per host per second for "
+          f"{args.latency_seconds} s, guests answering; the first {args.latency_warmup} s left out):")
+    print(f"  report → command, {len(lat.delays_ms)} commands from {lat.frames} frames: p50 {lat.p50:.0f} ms, "
+          f"p99 {lat.percentile(0.99):.0f} ms, max {max(lat.delays_ms, default=float('nan')):.0f} ms"
+          f"{f' ({lat.unmatched} commands matched no frame)' if lat.unmatched else ''}")
 
 
-def throughput(bootstrap: str, hosts: int, seconds: int, frames: bool, workdir: Path) -> None:
-    app_id, topics = unique_topics()
-    asyncio.run(ensure_topics(bootstrap, topics, 4))
-    lifecycle, telemetry = messages(fleet(hosts, seconds), frames)
-    plain_topic = topics.prefix + "plain"
-    asyncio.run(produce(bootstrap, plain_topic, telemetry))
-    plain_s, reports = asyncio.run(plain_consumer(bootstrap, plain_topic, len(telemetry)))
-    plain = reports / plain_s
-    worker = pipeline_rate(bootstrap, topics, app_id, workdir / ("frames" if frames else "guests"),
-                           lifecycle, telemetry, reports)
-    kind = "host frames" if frames else "per-guest messages"
-    print(f"  {kind:18}: {len(telemetry):7} messages, {reports} reports; plain consumer "
-          f"{plain:10,.0f} reports/s, pipeline {worker:9,.0f} reports/s, ratio {worker / plain:.3f}")
+def run_scaling(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None:
+    run = load(Shape("frames-12", 12, True), args.scaling_hosts, args.scaling_messages)
+    print(f"\nScaling ({args.scaling_hosts} hosts × 12 VMs, {len(run.telemetry):,} frames, "
+          f"{run.reports:,} reports, 4 partitions), reports/s (min / median):", flush=True)
+    by_count = {}
+    for workers in (1, 2):
+        done = [scaling(bootstrap, run, workers, workdir, f"{workers}-{i}", args.timeout) for i in range(args.reps)]
+        by_count[workers] = [run.reports / d.seconds for d in done]
+        print(f"  {workers} worker{'s' if workers > 1 else ' '}: {mm(by_count[workers])}"
+              f"   (sent at {min(d.produce_rate for d in done):,.0f}+ frames/s)", flush=True)
+    ratio = statistics.median(by_count[2]) / statistics.median(by_count[1])
+    print(f"  two workers / one: {ratio:.2f}× (medians)")
 
 
-def latency(bootstrap: str, hosts: int, seconds: int, workdir: Path) -> None:
-    """Frames paced at one per host per second; delay = command timestamp − frame timestamp."""
-    app_id, topics = unique_topics()
-    asyncio.run(ensure_topics(bootstrap, topics, 4))
-    lifecycle, telemetry = messages(fleet(hosts, seconds), frames=True)
-    worker = WorkerProcess(bootstrap, workdir / "latency", app_id, topics).start()
-    try:
-        asyncio.run(produce(bootstrap, topics.host_events, lifecycle))
+def run_signing(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None:
+    """The worker's throughput on frames of 12 with a signing key against without (issue #12: at most 5 %)."""
+    from streams.cli import main as dmtwin
 
-        async def paced() -> None:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-            await producer.start()
-            try:
-                by_second: dict[int, list[tuple[str, bytes]]] = {}
-                for host, value in telemetry:
-                    by_second.setdefault(json.loads(value)["at_ms"], []).append((host, value))
-                start = time.monotonic()
-                for i, at_ms in enumerate(sorted(by_second)):
-                    await asyncio.sleep(max(0.0, start + i - time.monotonic()))
-                    for host, value in by_second[at_ms]:
-                        await producer.send(topics.telemetry, key=host.encode(), value=value)
-                    await producer.flush()
-            finally:
-                await producer.stop()
-
-        asyncio.run(paced())
-        time.sleep(3)
-    finally:
-        worker.stop()
-    sent = {(json.loads(v)["host"], json.loads(v)["at_ms"]): stamp
-            for stamp, v in read_topic_timestamps(bootstrap, topics.telemetry)}
-    delays = []
-    for topic in (topics.balloon_commands, topics.addition_commands):
-        for stamp, value in read_topic_timestamps(bootstrap, topic):
-            command = json.loads(value)
-            cause = sent.get((command["host"], command["at_ms"]))
-            if cause is not None:
-                delays.append(stamp - cause)
-    delays.sort()
-    if not delays:
-        print("  no commands were caused: raise --hosts or --seconds")
-        return
-    p50 = statistics.median(delays)
-    p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
-    print(f"  {len(delays)} commands from {hosts} hosts × {VMS_PER_HOST} VMs at 1 frame/host/s: "
-          f"report → command p50 {p50:.0f} ms, p99 {p99:.0f} ms (one tick = 1000 ms)")
+    key = workdir / "worker.key"
+    if not key.exists():
+        dmtwin(["keys", "new", str(key)])
+    run = load(Shape("frames-12", 12, True), args.hosts, args.messages)
+    plain, signed = [], []
+    for i in range(args.reps):  # interleaved, so that a change of the machine's load hits both alike
+        plain.append(throughput(bootstrap, run, workdir, f"plain-{i}", args.timeout))
+        signed.append(throughput(bootstrap, run, workdir, f"signed-{i}", args.timeout, key=key))
+    a, b = rates(plain, "worker_s", "reports"), rates(signed, "worker_s", "reports")
+    print(f"\nSigning (frames of 12, {args.hosts} hosts), worker reports/s (min / median):")
+    print(f"  without a key: {mm(a)}\n  with a key:    {mm(b)}   "
+          f"({sum(t.checkpoints for t in signed) // len(signed):,} checkpoints a run)")
+    print(f"  signed / unsigned: {statistics.median(b) / statistics.median(a):.2f}× (medians)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hosts", type=int, default=100)
-    parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--latency-hosts", type=int, default=50)
-    args = parser.parse_args()
-    import os
-
+    args = options()
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # a new topic's first sends retry, noisily
+    parts = {"throughput": run_throughput, "latency": run_latency, "scaling": run_scaling, "signing": run_signing}
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         bootstrap = os.environ.get("DMTWIN_KAFKA_BOOTSTRAP")
@@ -211,15 +182,16 @@ def main() -> None:
             broker = LocalKafka(data_dir=workdir / "kafka", port=port, controller_port=controller)
             broker.up()
             bootstrap = broker.bootstrap
+        print(f"bench_pipeline{' --quick' if args.quick else ''}: broker {bootstrap}"
+              f"{' (started for the run)' if broker else ''}, {os.cpu_count()} cores, "
+              f"load average {load_average()}, {args.reps} repetitions", flush=True)
         try:
-            print(f"throughput ({args.hosts} hosts × {VMS_PER_HOST} VMs × {args.seconds} s of reports):")
-            throughput(bootstrap, args.hosts, args.seconds, frames=False, workdir=workdir)
-            throughput(bootstrap, args.hosts, args.seconds, frames=True, workdir=workdir)
-            print("delay at a steady load:")
-            latency(bootstrap, args.latency_hosts, args.seconds, workdir)
+            for name in args.parts.split(","):
+                parts[name](bootstrap, args, workdir)
         finally:
             if broker is not None:
                 broker.down()
+    print(f"\n({time.monotonic() - started:.0f} s; load average at the end {load_average()})")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ from typing import Any, TypeGuard, cast
 
 from . import __version__
 from .chain import ChainProblem, ChainVerifier
+from . import frames
 from .engine import Twin
+from .host import check_clock
+from .state import HostState
 from .errors import Rejected
 from .events import (
     DECISION_TYPES,
@@ -48,6 +51,9 @@ __all__ = [
     "read_refusals",
     "verify",
 ]
+
+WAITING_ROUNDS = 4096
+"""Rounds re-derived together at most (they wait for their host's next line): bounds memory."""
 
 EXIT_CODES = {"OK": 0, "FAILED": 1, "UNSIGNED": 3, "UNCHAINED": 4}
 """``dmtwin audit verify``'s exit code by verdict (2: it could not run, e.g. a file is missing)."""
@@ -371,6 +377,10 @@ class Verifier:
         self.twin = Twin()
         self.pending: dict[str, deque[Decision]] = {}
         self.end = 0
+        # Frames and rounds wait until their host's next line (or the end) and are then re-derived
+        # for all waiting hosts together, as the worker does (twin.batch): the same results.
+        self.frames: dict[str, tuple[HostState, int, frames.FrameCheck]] = {}
+        self.rounds: dict[str, tuple[int, int, bytes, BalancerRound | None]] = {}
 
     def feed(self, position: int, line: bytes) -> None:
         """Check line number ``position`` (1-based; blank lines are skipped)."""
@@ -390,7 +400,10 @@ class Verifier:
         host, body = parts
         if self.signing is not None and self.chain.last_chain is not None:
             self.signing.feed(position, host, self.chain.last_chain, line)
-        if b'"type":"balancer.round"' in body:
+        is_round = b'"type":"balancer.round"' in body
+        if host in self.rounds or (host in self.frames and not is_round) or len(self.rounds) >= WAITING_ROUNDS:
+            self.flush()  # this host's waiting work first (a round may follow its frame's waiting fold)
+        if is_round:
             self._round(position, host, body)
             return
         if b'"type":"decision.' in body:
@@ -421,6 +434,8 @@ class Verifier:
             result.versions[event.host] = event.twin_version
             result.policies[event.host] = event.policy
         try:
+            if isinstance(event, StatusFrame) and self._frame(event):
+                return
             decisions = self.twin.handle(event)
         except Rejected as refused:
             result.rejected.append(Rejected(refused.field, refused.value,
@@ -429,20 +444,56 @@ class Verifier:
         if decisions:
             self.pending[event.host] = deque(decisions)
 
+    def _frame(self, frame: StatusFrame) -> bool:
+        """Check a recorded frame now and let its fold wait (False: fold it now, report by report)."""
+        state = self.twin.host(frame.host)
+        checked = frames.check(state, frame)
+        if checked is None:
+            return False
+        if checked.rejected:
+            k, error = checked.rejected[0]
+            raise Rejected(f"reports.{k}.{error.field}", error.value, error.reason)
+        self.frames[frame.host] = (state, frame.at_ms, checked)
+        return True
+
     def _round(self, position: int, host: str, body: bytes, recorded: BalancerRound | None = None) -> None:
-        """A recorded round: re-run it on the re-derived state; the same bytes is the common case."""
-        result = self.result
-        result.inputs += 1
+        """A recorded round: re-run on the re-derived state at the next ``flush``."""
+        self.result.inputs += 1
         self._over(position, host)
-        at_ms = peek(body)
-        try:
-            if recorded is None and at_ms is None:
+        head = peek(body)
+        if recorded is None and head is None:
+            try:
                 recorded = cast(BalancerRound, decode(body, position))
-            expected = self.twin.round(host, recorded.at_ms if recorded is not None else at_ms[0])  # type: ignore[index]
-        except Rejected as refused:
-            result.rejected.append(Rejected(refused.field, refused.value,
-                                            f"refused by the re-derived state: {refused.reason}", position))
+            except Rejected as bad:
+                self.result.rejected.append(bad)
+                return
+        at_ms = recorded.at_ms if recorded is not None else head[0]  # type: ignore[index]
+        self.rounds[host] = (position, at_ms, body, recorded)
+
+    def flush(self) -> None:
+        """Fold the waiting frames and re-run the waiting rounds, all hosts together."""
+        frames.fold_many(list(self.frames.values()))
+        self.frames.clear()
+        if not self.rounds:
             return
+        waiting, runnable = list(self.rounds.items()), []
+        self.rounds.clear()
+        for host, (position, at_ms, body, recorded) in waiting:
+            try:
+                check_clock(self.twin.host(host), at_ms)
+            except Rejected as refused:
+                self.result.rejected.append(Rejected(refused.field, refused.value,
+                                                     f"refused by the re-derived state: {refused.reason}", position))
+                continue
+            runnable.append((host, position, at_ms, body, recorded))
+        expected = self.twin.rounds([(host, at_ms) for host, _, at_ms, _, _ in runnable])
+        for (host, position, _, body, recorded), entry in zip(runnable, expected):
+            self._compare_round(position, host, body, recorded, entry)
+
+    def _compare_round(self, position: int, host: str, body: bytes, recorded: BalancerRound | None,
+                       expected: BalancerRound) -> None:
+        """The recorded round against the re-derived one; the same bytes is the common case."""
+        result = self.result
         if recorded is None and expected.model_dump_json().encode() == body:
             result.decisions += len(expected.decisions)
             return
@@ -470,12 +521,15 @@ class Verifier:
         """Decisions re-derived but never recorded, the chain's verdict and the checkpoints' (for the
         hosts this verifier saw and ``signed_hosts``, default every host with a checkpoint;
         ``file_problems``: report the checkpoints file's unreadable lines)."""
+        self.flush()
         result = self.result
         for waiting in self.pending.values():
             for missing in waiting:
                 result.mismatches.append(Mismatch(self.end, missing.host, missing.vm,
                                                   describe_decision(missing), "nothing"))
         self.pending = {}
+        result.mismatches.sort(key=lambda m: m.position)  # rounds are re-derived a little later
+        result.rejected.sort(key=lambda r: r.position if r.position is not None else -1)
         result.chain = self.chain.finish()
         result.chained, result.unchained, result.heads = self.chain.chained, self.chain.unchained, self.chain.heads
         result.hosts = {name: host.chained for name, host in self.chain.hosts.items()}

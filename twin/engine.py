@@ -34,7 +34,17 @@ from .host import apply_frame, fold_round
 from .rounds import plan_many
 from .state import Col, HostState
 
-__all__ = ["Twin"]
+__all__ = ["Twin", "kept_reports"]
+
+
+def kept_reports(frame: StatusFrame, rejected: list[tuple[int, Rejected]]) -> StatusFrame | None:
+    """The frame with only the reports not ``rejected`` (by index); None if none is left."""
+    if not rejected:
+        return frame
+    if len(rejected) == len(frame.reports):
+        return None
+    refused = {k for k, _ in rejected}
+    return frame.model_copy(update={"reports": [r for k, r in enumerate(frame.reports) if k not in refused]})
 
 
 class Twin:
@@ -78,12 +88,7 @@ class Twin:
         """Fold the reports of ``frame`` its host accepts; return them as a frame (None: none was)
         and the refused ones by index in the frame. Raises ``Rejected`` if the host is unknown."""
         rejected = apply_frame(self.host(frame.host), frame)
-        if not rejected:
-            return frame, rejected
-        if len(rejected) == len(frame.reports):
-            return None, rejected
-        refused = {k for k, _ in rejected}
-        return frame.model_copy(update={"reports": [r for k, r in enumerate(frame.reports) if k not in refused]}), rejected
+        return kept_reports(frame, rejected), rejected
 
     def round(self, host: str, at_ms: int) -> BalancerRound:
         """Run a balancing round of ``host`` at ``at_ms``, fold it, and return it as one entry."""

@@ -9,6 +9,7 @@ the result is bit for bit the result of folding the reports one by one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from .errors import Rejected
 from .events import StatusFrame
 from .state import NO_DATA, PRESSURE_WINDOW, Col, HostState
 
-__all__ = ["FrameCheck", "check", "fold", "SURPLUS_SLACK_PERCENT"]
+__all__ = ["FrameCheck", "check", "fold", "fold_many", "SURPLUS_SLACK_PERCENT"]
 
 SURPLUS_SLACK_PERCENT = 10
 """A VM counts as holding surplus once assigned exceeds ideal by this much (see balancer)."""
@@ -45,6 +46,7 @@ def check(state: HostState, frame: StatusFrame) -> FrameCheck | None:
     index, at_ms = state.vms.index, frame.at_ms
     rows: list[int] = []
     positions: list[int] = []
+    values: list[int] = []  # committed, available of each report found, in turn
     rejected: list[tuple[int, Rejected]] = []
     for k, report in enumerate(frame.reports):
         i = index.get(report.vm)
@@ -53,12 +55,14 @@ def check(state: HostState, frame: StatusFrame) -> FrameCheck | None:
             continue
         rows.append(i)
         positions.append(k)
+        values += (report.committed_mib, report.available_mib)
     if len(set(rows)) != len(rows):
         return None
     idx = np.array(rows, dtype=np.intp)
     at = np.array(positions, dtype=np.intp)
     reports = frame.reports
-    available = np.array([reports[k].available_mib for k in positions], dtype=np.int64)
+    pairs = np.array(values, dtype=np.int64).reshape(-1, 2)
+    available = pairs[:, 1]
     sub = state.vms.data[idx]
     started = sub[:, Col.STARTED_AT]
     late = at_ms < sub[:, Col.LAST_AT]
@@ -77,37 +81,54 @@ def check(state: HostState, frame: StatusFrame) -> FrameCheck | None:
             rejected.append((k, error))
         rejected.sort(key=lambda item: item[0])
     keep = ~(late | refused)
-    kept = at[keep]
-    committed = np.array([reports[k].committed_mib for k in kept.tolist()], dtype=np.int64)
-    return FrameCheck(idx[keep], kept, rejected, int(late.sum()), sub[keep], committed, available[keep])
+    if keep.all():
+        return FrameCheck(idx, at, rejected, 0, sub, pairs[:, 0], available)
+    return FrameCheck(idx[keep], at[keep], rejected, int(late.sum()), sub[keep], pairs[keep, 0], available[keep])
 
 
 def fold(state: HostState, frame: StatusFrame, checked: FrameCheck) -> None:
     """Fold the reports ``check`` kept (see ``twin.host._status_reported`` for each step's meaning)."""
-    idx = checked.rows
-    if len(idx) == 0:
+    fold_many([(state, frame.at_ms, checked)])
+
+
+def fold_many(folds: Sequence[tuple[HostState, int, FrameCheck]]) -> None:
+    """``fold`` the checked frames of several hosts (at most one each) in one pass over all their VMs."""
+    folds = [f for f in folds if len(f[2].rows)]
+    if not folds:
         return
-    at_ms = frame.at_ms
-    committed, available, sub = checked.committed, checked.available, checked.sub
-    assert committed is not None and available is not None and sub is not None
-    data, ring = state.vms.data, state.vms.history
+    parts = [(c.sub, c.committed, c.available) for _, _, c in folds]
+    if len(folds) == 1:
+        (sub, committed, available), = parts
+        at: np.ndarray | int = folds[0][1]
+    else:
+        sub = np.concatenate([p[0] for p in parts])  # type: ignore[misc]
+        committed = np.concatenate([p[1] for p in parts])  # type: ignore[misc]
+        available = np.concatenate([p[2] for p in parts])  # type: ignore[misc]
+        at = np.repeat(np.array([at_ms for _, at_ms, _ in folds], dtype=np.int64), [len(c.rows) for _, _, c in folds])
+    assert sub is not None and committed is not None and available is not None
+    bounds = np.cumsum([0] + [len(c.rows) for _, _, c in folds]).tolist()
+    count = sub[:, Col.PRESSURE_COUNT]
+    slot = count % PRESSURE_WINDOW
+    old = np.concatenate([state.vms.history[c.rows, slot[a:b]] for (state, _, c), a, b in
+                          zip(folds, bounds, bounds[1:])]) if len(folds) > 1 else \
+        folds[0][0].vms.history[folds[0][2].rows, slot]
+    dropped = np.where(count >= PRESSURE_WINDOW, old, 0)
     assigned = sub[:, Col.ASSIGNED]
     ballooned = sub[:, Col.VISIBLE] - assigned - sub[:, Col.PAGING]
     demand = np.maximum(0, committed - ballooned)
-    pressure = np.where(assigned > 0, (200 * demand + assigned) // (2 * np.maximum(assigned, 1)), 0)
-    count = sub[:, Col.PRESSURE_COUNT]
-    slot = count % PRESSURE_WINDOW
-    dropped = np.where(count >= PRESSURE_WINDOW, ring[idx, slot], 0)
-    ring[idx, slot] = pressure
+    pressure = (200 * demand + assigned) // (2 * np.maximum(assigned, 1))
+    pressure[assigned <= 0] = 0
     wanted = -(-demand * (100 + sub[:, Col.BUFFER_PERCENT]) // 100)
     ideal = np.minimum(np.maximum(wanted, sub[:, Col.MINIMUM]), sub[:, Col.MAXIMUM])
     since = sub[:, Col.SURPLUS_SINCE]
     surplus = 100 * assigned > (100 + SURPLUS_SLACK_PERCENT) * ideal
-    sub[:, Col.SURPLUS_SINCE] = np.where(surplus, np.where(since == NO_DATA, at_ms, since), NO_DATA)
+    sub[:, Col.SURPLUS_SINCE] = np.where(surplus, np.where(since == NO_DATA, at, since), NO_DATA)
     sub[:, Col.COMMITTED] = committed
     sub[:, Col.AVAILABLE] = available
     sub[:, Col.DEMAND] = demand
     sub[:, Col.PRESSURE_SUM] += pressure - dropped
     sub[:, Col.PRESSURE_COUNT] = count + 1
-    sub[:, Col.LAST_AT] = at_ms
-    data[idx] = sub
+    sub[:, Col.LAST_AT] = at
+    for (state, _, c), a, b in zip(folds, bounds, bounds[1:]):
+        state.vms.history[c.rows, slot[a:b]] = pressure[a:b]
+        state.vms.data[c.rows] = sub[a:b]

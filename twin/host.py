@@ -40,7 +40,7 @@ from .state import (
     pressure_percent,
 )
 
-__all__ = ["apply", "apply_frame", "fold_round", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
+__all__ = ["apply", "apply_frame", "check_clock", "fold_round", "HOT_ADD_RETRY_MS", "FLOOR_HOLD_MS", "SURPLUS_SLACK_PERCENT"]
 
 HOT_ADD_RETRY_MS = 30_000
 """After a transient hot-add failure (result 0, DOMAIN.md §2.4) the host waits this long to retry."""
@@ -80,7 +80,8 @@ def _row(state: HostState, event: object, *, in_order: bool = True) -> int:
     return i
 
 
-def _host_clock(state: HostState, at_ms: int) -> None:
+def check_clock(state: HostState, at_ms: int) -> None:
+    """Refuse an event of the host at ``at_ms`` if it is behind the host's clock."""
     if at_ms < state.last_at_ms:
         raise Rejected("at_ms", at_ms,
                        f"time goes backwards for host {state.name!r} (last event at {state.last_at_ms})")
@@ -90,7 +91,7 @@ def _host_clock(state: HostState, at_ms: int) -> None:
 
 
 def _host_memory_changed(state: HostState, event: HostMemoryChanged) -> None:
-    _host_clock(state, event.at_ms)
+    check_clock(state, event.at_ms)
     committed = state.committed_mib()
     if event.total_mib - event.reserve_mib < committed:
         raise Rejected("total_mib", event.total_mib,
@@ -100,7 +101,7 @@ def _host_memory_changed(state: HostState, event: HostMemoryChanged) -> None:
 
 
 def _balancer_ticked(state: HostState, event: BalancerTicked) -> None:
-    _host_clock(state, event.at_ms)
+    check_clock(state, event.at_ms)
     state.last_at_ms = state.last_round_ms = event.at_ms
 
 
@@ -257,7 +258,7 @@ def _status_frame(state: HostState, frame: StatusFrame) -> None:
 
 def _balancer_round(state: HostState, entry: BalancerRound) -> None:
     """A round from the log: its tick, then its decisions, all or nothing."""
-    _host_clock(state, entry.at_ms)
+    check_clock(state, entry.at_ms)
     if not entry.decisions:
         state.last_at_ms = state.last_round_ms = entry.at_ms
         return
@@ -271,7 +272,7 @@ def fold_round(state: HostState, at_ms: int, decisions: Sequence[object]) -> Non
 
     Counts the host's available memory down as additions are promised, rather than summing the
     VM table again for each decision."""
-    _host_clock(state, at_ms)
+    check_clock(state, at_ms)
     state.last_at_ms = state.last_round_ms = at_ms
     free = state.free_mib()
     for k, decision in enumerate(decisions):

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from .engine import Twin
 from .errors import Rejected
-from .events import DECISION_TYPES, EVENT_ADAPTER, SCHEMA_VERSION, BalancerRound, Decision, Entry, InputEvent, StatusFrame
+from .events import DECISION_TYPES, EVENT_ADAPTER, SCHEMA_VERSION, BalancerRound, Decision, Entry
 from .upcast import upcast
 
 __all__ = ["encode", "decode", "peek", "rejection", "open_log", "read_log", "Replay", "replay", "write_log"]

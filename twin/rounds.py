@@ -136,6 +136,59 @@ def _plan_group(policy: str, rounds: list[tuple[HostState, int]], out: list[list
                                        reason=_reason(policy, needs, held, press, aim, why)))
 
 
+def _hyperv_crowded(target: np.ndarray, of: np.ndarray, hosts: int, demand: np.ndarray, lower: np.ndarray,
+                    upper: np.ndarray, budget: np.ndarray, weight: np.ndarray, crowded: list[int]) -> None:
+    """``policies.hyperv`` on the hosts whose ideal memory does not fit, all at once (in place)."""
+    on = np.zeros(hosts, dtype=bool)
+    on[crowded] = True
+    rows = np.flatnonzero(on[of])
+    h = of[rows]
+    ideal, low = target[rows], lower[rows]
+    need = np.clip(demand[rows], low, upper[rows])  # demand without buffer
+    fits = (_sums(need, h, hosts) <= budget)[h]
+    base = np.where(fits, need, low)
+    gap = np.where(fits, ideal - need, need - low)
+    amount = budget - _sums(base, h, hosts)
+    target[rows] = base + _weighted_fill(gap, amount, weight[rows] + 1, h, hosts)
+
+
+def _weighted_fill(gap: np.ndarray, amount: np.ndarray, weight: np.ndarray, group: np.ndarray,
+                   groups: int) -> np.ndarray:
+    """``policies.weighted_fill`` in each group (sorted by group) with its own ``amount``, at once.
+
+    The same float operations on the same values as one group at a time: the cumulative sums are
+    of whole numbers (exact), so a group's sums are the global ones less the group's start."""
+    gap = np.maximum(gap, 0)
+    out = np.zeros_like(gap)
+    total = _sums(gap, group, groups)
+    share = amount[group]
+    full = share >= total[group]
+    out[full] = gap[full]
+    active = ~full & (share > 0)
+    if not active.any():
+        return out
+    at = np.flatnonzero(active)
+    g, gp, w = group[at], gap[at], weight[at].astype(np.float64)
+    ratio = gp / w
+    order = np.lexsort((np.arange(len(at)), ratio, g))  # by group, then ratio (stable)
+    g, gp, w, ratio = g[order], gp[order], w[order], ratio[order]
+    start = np.searchsorted(g, g, side="left")
+    end = np.searchsorted(g, g, side="right")
+    filled_through = np.cumsum(gp, dtype=np.float64)
+    filled = filled_through - gp - np.concatenate(([0.0], filled_through))[start]  # before this VM, in its group
+    weight_through = np.cumsum(w)
+    rest = np.concatenate(([0.0], weight_through))[end] - np.concatenate(([0.0], weight_through))[np.arange(len(g))]
+    used = filled + ratio * rest
+    want = amount[g]
+    k = start + np.bincount(g, weights=used <= want, minlength=groups).astype(np.intp)[g]  # first used > amount
+    lam = (want - filled[k]) / rest[k]
+    result = np.minimum(gp, np.floor(lam * w).astype(np.int64))
+    placed = np.empty_like(result)
+    placed[order] = result
+    out[at] = placed
+    return out
+
+
 def _targets(policy: str, sub: np.ndarray, of: np.ndarray, hosts: int, assigned: np.ndarray, demand: np.ndarray,
              lower: np.ndarray, upper: np.ndarray, budget: np.ndarray, free: list[int],
              capacity: list[int]) -> np.ndarray:
@@ -145,9 +198,11 @@ def _targets(policy: str, sub: np.ndarray, of: np.ndarray, hosts: int, assigned:
         wanted = -(-demand * (100 + sub[:, Col.BUFFER_PERCENT]) // 100)
         target = np.clip(wanted, lower, upper)
         crowded = np.flatnonzero(_sums(target, of, hosts) > budget).tolist()
-    else:
-        target = np.empty_like(assigned)
-        crowded = np.unique(of).tolist()
+        if crowded:
+            _hyperv_crowded(target, of, hosts, demand, lower, upper, budget, sub[:, Col.WEIGHT], crowded)
+        return target
+    target = np.empty_like(assigned)
+    crowded = np.unique(of).tolist()
     if not crowded:
         return target
     starts = np.searchsorted(of, np.arange(hosts), side="left").tolist()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Iterator, Literal
+from typing import Annotated, Callable, Iterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -24,7 +24,6 @@ from .events import (
     Entry,
     FrameReport,
     StatusFrame,
-    Decision,
     GuestCapabilities,
     GuestStatusReported,
     HostJoined,
@@ -141,11 +140,41 @@ class Scenario(_Spec):
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read a scenario from a .toml or .json file."""
+    """Read a scenario from a .toml or .json file.
+
+    Raises ``ScenarioError`` (a ``ValueError``), one line naming the file, host, VM, field and
+    value, for a file that is not TOML/JSON or not a valid scenario, VM settings included."""
+    from pydantic import ValidationError
+
+    from .specerrors import ScenarioError, scenario_error
+
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    return Scenario.model_validate(data)
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ScenarioError(path, "", f"not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as error:
+        raise scenario_error(path, data, error) from None
+
+    def check(where: tuple[int | str, ...], build: Callable[[], object]) -> None:
+        try:
+            build()
+        except ValidationError as error:
+            raise scenario_error(path, data, error, where) from None
+
+    for h, host in enumerate(scenario.hosts):  # the events each host and VM will start with
+        check(("hosts", h), lambda: HostJoined(at_ms=scenario.start_ms, host=host.name, total_mib=host.total_mib,
+                                               reserve_mib=host.reserve_mib, policy=host.policy))
+        for c, change in enumerate(host.memory_changes):
+            check(("hosts", h, "memory_changes", c), lambda: HostMemoryChanged(
+                at_ms=scenario.start_ms, host=host.name, total_mib=change.total_mib, reserve_mib=change.reserve_mib))
+        for v, vm in enumerate(host.vms):
+            check(("hosts", h, "vms", v), vm.settings)
+            check(("hosts", h, "vms", v, "guest"), vm.capabilities)
+    return scenario
 
 
 class _RunningVm:

@@ -22,6 +22,9 @@ __all__ = ["verify_parallel"]
 
 def _verify_worker(inbox: Any, results: Any, key: bytes | None = None,
                    checkpoints: list[bytes] | None = None, first: bool = True) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
     check = None if checkpoints is None else CheckpointCheck(PublicKey(key) if key else None, checkpoints)
     verifier = Verifier(checkpoints=check)
     for message in iter(inbox.get, None):
@@ -59,35 +62,42 @@ def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | N
             except queue.Full:
                 _alive(workers[index])
 
-    batches: list[list[tuple[int, bytes]]] = [[] for _ in range(jobs)]
-    owner: dict[str | None, int] = {None: 0}  # lines that are not events: one verifier reports them
-    end = 0
-    for end, line in enumerate(lines, start=1):
-        position = end  # 1-based line numbers
-        head = peek(line)
-        host = head[1] if head is not None else host_of(line)
-        index = owner.get(host)
-        if index is None:
-            index = owner[host] = (len(owner) - 1) % jobs
-        batch = batches[index]
-        batch.append((position, line))
-        if len(batch) >= 2000:
-            put(index, batch)
-            batches[index] = []
-    for index, batch in enumerate(batches):
-        if batch:
-            put(index, batch)
-        put(index, (end, {h: d for h, d in (heads or {}).items() if owner.get(h, 0) == index}))
-        put(index, None)
-    parts: list[Verification] = []
-    while len(parts) < jobs:
-        try:
-            parts.append(results.get(timeout=1.0))
-        except queue.Empty:
-            for worker in workers:
-                _alive(worker)
-    for worker in workers:
-        worker.join()
+    try:
+        batches: list[list[tuple[int, bytes]]] = [[] for _ in range(jobs)]
+        owner: dict[str | None, int] = {None: 0}  # lines that are not events: one verifier reports them
+        end = 0
+        for end, line in enumerate(lines, start=1):
+            position = end  # 1-based line numbers
+            head = peek(line)
+            host = head[1] if head is not None else host_of(line)
+            index = owner.get(host)
+            if index is None:
+                index = owner[host] = (len(owner) - 1) % jobs
+            batch = batches[index]
+            batch.append((position, line))
+            if len(batch) >= 2000:
+                put(index, batch)
+                batches[index] = []
+        for index, batch in enumerate(batches):
+            if batch:
+                put(index, batch)
+            put(index, (end, {h: d for h, d in (heads or {}).items() if owner.get(h, 0) == index}))
+            put(index, None)
+        parts: list[Verification] = []
+        while len(parts) < jobs:
+            try:
+                parts.append(results.get(timeout=1.0))
+            except queue.Empty:
+                for worker in workers:
+                    _alive(worker)
+        for worker in workers:
+            worker.join()
+    except BaseException:  # Ctrl-C or a failure: stop the verifiers, leave their queues behind
+        for inbox in inboxes:
+            inbox.cancel_join_thread()
+        for worker in workers:
+            worker.terminate()
+        raise
     merged = merge(parts)
     if checkpoints is not None:  # hosts with checkpoints and no line at all: cut off entirely
         check = CheckpointCheck(key, checkpoints)

@@ -12,9 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+from .failure import UNREACHABLE, Failure, reach_broker
+
 
 def _simulate(args: argparse.Namespace) -> int:
-    if args.to:
+    if args.kafka:
+        from .live import _simulate_to_kafka
+
         return _simulate_to_kafka(args)
     from twin.errors import Rejected
     from twin.events import InputEvent
@@ -61,75 +65,11 @@ def _keys_show(args: argparse.Namespace) -> int:
     from ..audit.keys import load_any
 
     key = load_any(args.path)
-    print(f"{key.short}  ed25519, sha256 of the raw public key {key.fingerprint}, public key {key.raw.hex()}")
-    return 0
-
-
-def _simulate_to_kafka(args: argparse.Namespace) -> int:
-    import asyncio
-    import time
-
-    from twin.scenario import load_scenario
-
-    from ..kafka.feed import feed, parse_kafka_url
-    from ..kafka.security import security_from_args
-    from ..kafka.settings import Settings
-
-    settings = Settings(security=security_from_args(args))
-    scenario = load_scenario(args.scenario)
-    if not args.keep_start:  # live runs happen now: event time follows the wall clock from here
-        scenario = scenario.model_copy(update={"start_ms": int(time.time()) * 1000})
-    bootstrap = parse_kafka_url(args.to)
-    settings.security.check(bootstrap)  # a refused login or TLS handshake: one line, at once
-    try:
-        stats = asyncio.run(feed(scenario, bootstrap, settings.topics, speed=args.speed,
-                                 per_guest=args.per_guest, partitions=settings.partitions, loop=args.forever,
-                                 client=settings.kafka_client()))
-    except KeyboardInterrupt:
+    if args.json:
+        print(json.dumps({"fingerprint": key.short, "sha256": key.fingerprint, "public_key": key.raw.hex(),
+                          "algorithm": "ed25519"}, indent=2))
         return 0
-    except Exception as error:
-        raise settings.security.refused(bootstrap, error) or error
-    print(f"dmtwin simulate: {stats.seconds} s of event time, {stats.reports} reports in "
-          f"{stats.messages} messages, {stats.answers} commands answered", file=sys.stderr)
-    return 0
-
-
-def _worker(args: argparse.Namespace) -> int:
-    import asyncio
-    import dataclasses
-
-    import faust
-
-    from ..worker.app import Worker
-    from ..kafka.feed import ensure_topics
-    from ..kafka.security import security_from_args
-    from ..kafka.settings import Settings
-
-    overrides = {k: v for k, v in {
-        "broker": args.broker, "data_dir": args.data_dir and Path(args.data_dir),
-        "partitions": args.partitions, "web_host": args.web_host, "web_port": args.web_port,
-        "metrics_host": args.metrics_host, "metrics_port": args.metrics_port, "app_id": args.app_id,
-        "lateness_ms": args.lateness_ms, "key_path": args.key}.items() if v is not None}
-    settings = dataclasses.replace(Settings(security=security_from_args(args)), **overrides)
-    settings.security.check(settings.broker)  # a refused login or TLS handshake: one line, at once
-    # Topics first: a consumer group ignores topics that do not exist when it joins.
-    try:
-        asyncio.run(ensure_topics(settings.broker, settings.topics, settings.partitions,
-                                  snapshots=f"{settings.app_id}-snapshots", **settings.kafka_client()))
-    except Exception as error:
-        raise settings.security.refused(settings.broker, error) or error
-    worker = Worker(settings)
-    if settings.metrics_port:
-        from ..ops.serving import serve
-
-        serve(worker.registry, settings.metrics_port, settings.metrics_host)
-    print(f"dmtwin worker: broker {settings.broker} ({settings.security.describe()}); hosts at "
-          f"http://{settings.web_host}:{settings.web_port}/hosts/, metrics at "
-          f"http://{settings.metrics_host}:{settings.metrics_port}/metrics", file=sys.stderr)
-    try:
-        faust.Worker(worker.app, loglevel=args.loglevel).execute_from_commandline()
-    except SystemExit as done:
-        return int(done.code or 0)
+    print(f"{key.short}  ed25519, sha256 of the raw public key {key.fingerprint}, public key {key.raw.hex()}")
     return 0
 
 
@@ -137,8 +77,18 @@ def _replay(args: argparse.Namespace) -> int:
     from twin.log import open_log, replay
     from twin.report import summary, to_json, to_text
 
-    with (open_log(args.log) if args.log != "-" else sys.stdin) as lines:
-        result = replay(lines)
+    from .progress import with_progress
+
+    with (open_log(args.log) if args.log != "-" else sys.stdin) as file:
+        lines = with_progress(file, args.log, "replay")
+        if args.openmetrics:
+            from ..ops.history import write_history
+
+            result, history = write_history(lines, args.openmetrics, args.step)
+            print(f"dmtwin replay: {history.series} series, {history.samples} samples at {history.instants} "
+                  f"instants in {args.openmetrics}", file=sys.stderr)
+        else:
+            result = replay(lines)
     data = summary(result, decisions=not args.no_decisions)
     sys.stdout.write(to_json(data) + "\n" if args.json else to_text(data))
     if args.rejects:
@@ -148,24 +98,37 @@ def _replay(args: argparse.Namespace) -> int:
     for error in result.rejected:
         print(f"dmtwin replay: rejected {error}", file=sys.stderr)
     if args.serve is not None:
+        import errno
+
         from ..ops.serving import serve_replay
 
-        serve_replay(result, args.serve)
+        try:
+            serve_replay(result, args.serve)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise Failure(f"port {args.serve} (--serve) is taken (address already in use): stop the program "
+                          "that holds it, or choose another with --serve PORT", UNREACHABLE) from None
     return 0
 
 
 def _schema(args: argparse.Namespace) -> int:
     from twin.schema import write_schemas
 
-    written = write_schemas(Path(args.out))
-    print(f"dmtwin schema: {len(written)} schemas in {args.out}", file=sys.stderr)
+    out = args.output or "docs/schemas"
+    written = write_schemas(Path(out))
+    print(f"dmtwin schema: {len(written)} schemas in {out}", file=sys.stderr)
     return 0
 
 
-def _broker_url() -> str:
+def _broker(args: argparse.Namespace) -> str:
+    """The broker of ``--kafka``, else ``$DMTWIN_BROKER``, else localhost:9092, once something
+    listens there (``Failure`` at once, exit 5, if nothing does)."""
     import os
 
-    return "kafka://" + os.environ.get("DMTWIN_BROKER", "localhost:9092")
+    if args.kafka:
+        return reach_broker(args.kafka)
+    return reach_broker(os.environ.get("DMTWIN_BROKER", "localhost:9092"), "DMTWIN_BROKER")
 
 
 def _event_log_topic(topic: str | None) -> str:
@@ -177,14 +140,11 @@ def _event_log_topic(topic: str | None) -> str:
 def _log_export(args: argparse.Namespace) -> int:
     from twin.audit import parse_time
 
-    from ..audit.logtool import kafka_url
     from ..audit.transfer import ExportFilter, export_log
     from ..kafka.security import security_from_args
 
     security = security_from_args(args)
-    bootstrap = kafka_url(args.source or _broker_url())
-    if bootstrap is None:
-        raise ValueError(f"--from={args.source!r}: expected kafka://HOST:PORT")
+    bootstrap = _broker(args)
     first = end = None
     if args.offsets:
         low, _, high = args.offsets.partition(":")
@@ -221,14 +181,11 @@ def _checkpoints_topic(topic: str | None) -> str:
 
 
 def _log_import(args: argparse.Namespace) -> int:
-    from ..audit.logtool import kafka_url
     from ..audit.transfer import import_log
     from ..kafka.security import security_from_args
 
     security = security_from_args(args)
-    bootstrap = kafka_url(args.to)
-    if bootstrap is None:
-        raise ValueError(f"--to={args.to!r}: expected kafka://HOST:PORT")
+    bootstrap = _broker(args)
     signer = _signer(args.key)
     stats = import_log(args.file, bootstrap, _event_log_topic(args.topic), skip=args.skip,
                        partitions=args.partitions, max_messages=args.max, signer=signer,
@@ -241,18 +198,25 @@ def _log_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_source(args: argparse.Namespace, again: bool = False):  # type: ignore[no-untyped-def]
+def _log_source(args: argparse.Namespace, again: bool = False, linger: bool = False):  # type: ignore[no-untyped-def]
     """The log's lines; with ``again``, a function giving them anew (a topic is read once)."""
     from ..audit.logtool import kafka_url, open_lines
     from ..kafka.security import security_from_args
 
+    if kafka_url(args.log) is not None:
+        reach_broker(args.log, "LOG")
+    elif args.log != "-" and not Path(args.log).is_file():
+        raise Failure(f"{args.log}: no such file: give a log file, - for stdin, or kafka://HOST:PORT")
+    from .progress import with_progress
+
     # Only a topic needs the Kafka settings: a file is read whatever DMTWIN_KAFKA_* say.
     security = security_from_args(args) if kafka_url(args.log) is not None else None
+    what = " ".join(getattr(args, "words", ["reading"]))
     if not again:
-        return open_lines(args.log, args.topic, security)
+        return with_progress(open_lines(args.log, args.topic, security), args.log, what, linger)
     if kafka_url(args.log) is None and args.log != "-":
-        return lambda: open_lines(args.log, args.topic)
-    lines = list(open_lines(args.log, args.topic, security))
+        return lambda: with_progress(open_lines(args.log, args.topic), args.log, what)
+    lines = list(with_progress(open_lines(args.log, args.topic, security), args.log, what))
     return lambda: iter(lines)
 
 
@@ -292,7 +256,12 @@ def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-d
     """Verify ``lines`` as ``audit verify`` and ``audit report`` do: chain, checkpoints, decisions."""
     from twin.audit import read_refusals, verify
 
-    heads = json.loads(Path(args.heads).read_text()) if getattr(args, "heads", None) else None
+    heads = None
+    if getattr(args, "heads", None):
+        try:
+            heads = json.loads(Path(args.heads).read_text())
+        except ValueError as error:
+            raise Failure(f"{args.heads}: not valid JSON ({error}): --heads wants {{\"HOST\": \"DIGEST\", ...}}") from None
     key = None
     if args.key:
         from ..audit.keys import load_public
@@ -319,7 +288,12 @@ def _verification(args: argparse.Namespace, lines):  # type: ignore[no-untyped-d
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    result = _verification(args, _log_source(args))
+    from .progress import finish
+
+    try:
+        result = _verification(args, _log_source(args, linger=True))
+    finally:
+        finish()
     allow = {"accept_unsigned": args.accept_unsigned, "accept_unchained": args.accept_unchained}
     sys.stdout.write(json.dumps(result.to_dict(**allow), indent=2, ensure_ascii=False) + "\n" if args.json
                      else result.to_text(**allow))

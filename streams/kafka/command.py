@@ -6,6 +6,7 @@ Also ``python -m streams.kafka.command up|down|status [--data-dir DIR] [--port N
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,8 @@ from .broker import (
 from .download import KAFKA_VERSION, KafkaError
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``up`` / ``down`` / ``status`` for the local broker; returns a process exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """``dmtwin kafka``'s subcommands and options."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, default=None,
                         help=f"broker state (default: {default_data_dir()})")  # fmt: skip
@@ -36,8 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", parents=[common], help="fetch, format and start the broker; wait ready")
     sub.add_parser("down", parents=[common], help="stop the broker cleanly")
-    sub.add_parser("status", parents=[common], help="is the broker running?")
-    args = parser.parse_args(argv)
+    status = sub.add_parser("status", parents=[common], help="is the broker running? (exit 3 if not)")
+    status.add_argument("--json", action="store_true", help="print JSON: running, pid, bootstrap, data, logs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``up`` / ``down`` / ``status`` for the local broker; returns a process exit code."""
+    args = build_parser().parse_args(argv)
 
     data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
     port, cport = _ports_from_config(data_dir) or (DEFAULT_PORT, DEFAULT_CONTROLLER_PORT)
@@ -57,12 +64,15 @@ def main(argv: list[str] | None = None) -> int:
             st = kafka.status()
         else:
             st = kafka.status()
+            if args.json:
+                print(json.dumps({"running": st.running, "pid": st.pid, "bootstrap": st.bootstrap,
+                                  "data": str(st.data_dir), "logs": str(st.log_file)}, indent=2))
+                return 0 if st.running else 3
             state = f"running (pid {st.pid})" if st.running else "not running"
             print(f"kafka {state}: bootstrap {st.bootstrap}")
     except KafkaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print(f"logs: {kafka.log_dir}", file=sys.stderr)
-        return 1
+        print(f"dmtwin kafka {args.command}: {exc} (logs: {kafka.log_dir})", file=sys.stderr)
+        return 5
     print(f"data: {st.data_dir}\nlogs: {st.log_file}")
     return 0 if args.command != "status" or st.running else 3
 

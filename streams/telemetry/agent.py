@@ -37,7 +37,7 @@ from twin.sources.observed import (
 
 from .jsonl import JsonlSink, Sink
 
-__all__ = ["Sink", "JsonlSink", "run_agent", "agent_main", "HV_BALLOON_PATH"]
+__all__ = ["Sink", "JsonlSink", "run_agent", "agent_main", "build_parser", "HV_BALLOON_PATH"]
 
 HV_BALLOON_PATH = "/sys/kernel/debug/hv-balloon"
 
@@ -104,8 +104,8 @@ def run_agent(host: str, vm: str, sink: Sink, interval_s: float = 1.0, count: in
     return sent
 
 
-def agent_main(argv: Sequence[str] | None = None) -> int:
-    """``dmtwin agent --host H --vm V [--interval 1] [--count N] --to FILE``."""
+def build_parser():  # type: ignore[no-untyped-def]
+    """``dmtwin agent``'s options."""
     import argparse
     import socket
 
@@ -113,18 +113,32 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="hyperv-host", help="name of the Hyper-V host this guest runs on")
     parser.add_argument("--vm", default=socket.gethostname(), help="name of this VM (default: hostname)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports (default 1)")
-    parser.add_argument("--count", type=int, help="stop after this many reports")
+    parser.add_argument("--count", type=int, help="stop after this many reports (default: until Ctrl-C)")
     parser.add_argument("--host-mib", type=int, help="the host's memory (default: VM maximum + reserve)")
-    parser.add_argument("--proc-root", default="/proc")
-    parser.add_argument("--to", default="-",
-                        help="kafka://HOST:PORT, or a JSON Lines file to append to (default stdout)")
-    from ..kafka.security import add_kafka_security_options, security_from_args
+    parser.add_argument("--proc-root", default="/proc", help="where /proc is mounted (default /proc)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="JSON Lines file to append to (default stdout)")
+    parser.add_argument("--kafka", metavar="HOST:PORT", help="send to the twin's input topics on this Kafka broker "
+                        "instead (kafka://HOST:PORT too)")
+    parser.add_argument("--to", help=argparse.SUPPRESS)  # the old spelling: a file, or kafka://HOST:PORT
+    from ..kafka.security import add_kafka_security_options
 
     add_kafka_security_options(parser)
+    return parser
+
+
+def agent_main(argv: Sequence[str] | None = None) -> int:
+    """``dmtwin agent --host H --vm V [--interval 1] [--count N] [-o FILE | --kafka HOST:PORT]``."""
+    from ..kafka.security import security_from_args
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     problems: list[SourceProblem] = []
+    from .ingest import target_of
     from .sink import sink_for
 
+    if not (args.kafka or args.output or args.to):
+        args.output = "-"
+    args.to = target_of(parser, args)
     try:
         security = security_from_args(args) if args.to.startswith("kafka://") else None
         sink = sink_for(args.to, append=True, security=security)

@@ -1,4 +1,4 @@
-"""``dmtwin ingest SOURCE PATH_OR_SPEC [options] --to FILE``: a source's events into a log.
+"""``dmtwin ingest SOURCE PATH_OR_SPEC [options] (-o FILE | --kafka HOST:PORT)``: a source's events into a log.
 
 Sources and their options are ``twin.sources``' (``perfmon``, ``meminfo``, ``virsh``, ``bitbrains``,
 ``synthetic``). Rows a source cannot read are reported on stderr as ``file:line: reason`` and
@@ -38,6 +38,24 @@ OPTION_TYPES: dict[str, Callable[[str], Any]] = {
 }
 """Command-line options (``--host-mib`` → ``host_mib``) passed to the source when given."""
 
+OPTION_HELP: dict[str, str] = {
+    "host": "name of the Hyper-V host the events belong to", "vm": "name of the VM",
+    "domain": "libvirt domain to read", "at_ms": "event time of the first row, ms since the epoch",
+    "host_mib": "the host's physical memory, MiB", "reserve_mib": "the host's reserve, MiB",
+    "minimum_mib": "the VMs' Minimum RAM, MiB", "maximum_mib": "the VMs' Maximum RAM, MiB",
+    "utc_offset_min": "the source's clock offset from UTC, minutes", "vms": "how many VMs",
+    "hosts": "how many hosts", "overcommit": "Σ VM maximum ÷ host memory",
+    "duration_s": "seconds of event time to produce", "time_scale": "event seconds per second of the trace",
+    "start_s": "skip the trace's first seconds", "buffer_percent": "the VMs' memory buffer, percent",
+    "os": "guest OS: linux or windows", "policy": "balancer policy: hyperv, squeezed, mom or esx",
+    "seed": "seed of the random workloads", "mix": "workload mix, e.g. steady:2,bursty:1",
+    "linux_percent": "share of Linux guests, percent",
+    "packing": "VMs onto hosts: first-fit (by decreasing Maximum) or round-robin (VM v on host v %% hosts)",
+    "capacity_mib": "each host's memory for VMs, MiB (total = this + reserve)",
+    "startup_mib": "Startup RAM = min(this, Maximum) instead of the first demand + buffer",
+}
+"""Help of each of ``OPTION_TYPES``; the sources that take the option are added to it."""
+
 
 def file_sink(target: str, security: Any = None) -> Sink:
     """A JSON Lines file sink for ``target`` (overwritten; ``-`` is stdout); ``security`` is for
@@ -49,10 +67,13 @@ def file_sink(target: str, security: Any = None) -> Sink:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmtwin ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", choices=SOURCES)
+    parser.add_argument("source", choices=SOURCES, help="what to read: " + ", ".join(SOURCES))
     parser.add_argument("path", help="the file to read (perfmon, meminfo, virsh, bitbrains) or the fleet spec "
                                      "(synthetic, e.g. '3x12 mix=steady:2,bursty:1 seed=7')")
-    parser.add_argument("--to", required=True, metavar="TARGET", help="JSON Lines file to write (- for stdout)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="JSON Lines file to write (- for stdout)")
+    parser.add_argument("--kafka", metavar="HOST:PORT", help="send to the twin's input topics on this Kafka broker "
+                        "instead (kafka://HOST:PORT too)")
+    parser.add_argument("--to", help=argparse.SUPPRESS)  # the old spelling: a file, or kafka://HOST:PORT
     parser.add_argument("--strict", action="store_true", help="exit 1 if any row could not be read")
     parser.add_argument("--closed-loop", action="store_true",
                         help="bitbrains/synthetic: simulate the balancer and the guests' answers too")
@@ -64,9 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-floor", dest="floor", action="store_false", default=None,
                         help="meminfo: leave the Linux balloon floor out of committed memory")
     for name, kind in OPTION_TYPES.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=name.upper())
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, metavar=name.upper(),
+                            help=OPTION_HELP.get(name, "source option") + f" ({', '.join(_takers(name))})")
     add_kafka_security_options(parser)
     return parser
+
+
+def _takers(name: str) -> list[str]:
+    return [source for source in SOURCES if name in options(source)]
+
+
+def target_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """Where to write: ``kafka://HOST:PORT`` for ``--kafka``, else the file of ``-o`` (or the old ``--to``)."""
+    given = [t for t in (args.kafka and "kafka://" + args.kafka.removeprefix("kafka://"), args.output, args.to) if t]
+    if len(given) != 1:
+        parser.error("say where the events go: -o FILE (- for stdout) or --kafka HOST:PORT, one of them")
+    return str(given[0])
 
 
 def _events(args: argparse.Namespace, opts: dict[str, Any], problems: list[SourceProblem],
@@ -95,7 +129,9 @@ def _events(args: argparse.Namespace, opts: dict[str, Any], problems: list[Sourc
 
 def ingest_main(argv: Sequence[str] | None = None, sink_factory: Callable[[str], Sink] = file_sink) -> int:
     """Run ``dmtwin ingest``; 0 on success, 1 with ``--strict`` and problems, 2 on errors."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.to = target_of(parser, args)
     opts = {name: getattr(args, name) for name in (*OPTION_TYPES, "floor") if getattr(args, name) is not None}
     problems: list[SourceProblem] = []
     try:

@@ -59,5 +59,7 @@ def sink_for(target: str, append: bool = False, security: KafkaSecurity | None =
     """``kafka://HOST:PORT`` → a ``KafkaSink`` (through ``security``, default the ``DMTWIN_KAFKA_*``
     variables); anything else is a JSON Lines file (``-``: stdout)."""
     if target.startswith("kafka://"):
-        return KafkaSink(parse_kafka_url(target), security=security)
+        from ..cli.failure import reach_broker  # at once, not after the client's 30 s timeout
+
+        return KafkaSink(reach_broker(parse_kafka_url(target), "--kafka"), security=security)
     return JsonlSink(target, mode="a" if append else "w")

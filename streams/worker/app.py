@@ -155,7 +155,9 @@ class Worker:
                 highwater = consumer.highwater(faust.types.TP(topic, partition))
             except Exception:  # not assigned (any more): nothing to wait for
                 return False
-            return highwater is not None and highwater > delivered + 1
+            # Unknown until the partition's first fetch: it may hold the hosts' and VMs' starts
+            # that a backlog of telemetry needs first, so wait for it (at most the merge's limit).
+            return highwater is None or highwater > delivered + 1
         return has_more
 
     async def _commit(self, part: OwnedPartition) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from twin.chain import Chainer
+from twin.batch import Batch
 from twin.engine import Twin
 from twin.errors import Rejected
 from twin.events import DECISION_TYPES, INPUT_MESSAGE_ADAPTER, BalancerRound, Decision, Entry, InputEvent, StatusFrame
@@ -210,28 +211,25 @@ class HostProcessor:
         moment that keeps its host's order: before the host's next message in the batch, else at
         the end. A round's entries go with the message that made it due, so each host's log reads
         exactly as if every message were folded with its round on its own."""
-        twin = Twin()
+        batch = Batch(Twin(), self.tick_ms)
         working: dict[str, HostRecord] = {}
         outs: list[Outputs] = []
-        due: dict[str, tuple[int, Outputs]] = {}
+        waiting: dict[str, Outputs] = {}  # the message of each host whose round is due
         for item in items:
             host = item.host
-            if host is not None and host in due:
-                self._rounds(twin, due, working)
-            if host is not None and host not in twin.hosts and host not in working:
+            if host is not None and host not in working:
                 record = record_of(host)
                 if record is not None:
                     working[host] = record
-                    twin.hosts[host] = record.state
-            out = self._fold(twin, item, working)
-            if out.log and twin.due(host, item.at_ms, self.tick_ms):  # type: ignore[arg-type]
-                due[host] = (item.at_ms, out)  # type: ignore[index]
-            outs.append(out)
-        self._rounds(twin, due, working)
+                    batch.twin.hosts[host] = record.state
+            outs.append(self._fold(batch, item, working, waiting))
+        started = time.perf_counter()
+        rounds = batch.flush()
+        self._rounds(rounds, working, waiting, time.perf_counter() - started)
         return outs, working
 
-    def _fold(self, twin: Twin, item: Decoded, working: dict[str, HostRecord]) -> Outputs:
-        """Fold one message (without its round) into ``twin``; chain its entries."""
+    def _fold(self, batch: Batch, item: Decoded, working: dict[str, HostRecord], waiting: dict[str, Outputs]) -> Outputs:
+        """Fold one message (its round waits in ``batch``); chain its entries."""
         if item.rejected is not None:
             return item.rejected
         out = Outputs()
@@ -244,13 +242,16 @@ class HostProcessor:
             if message is None:
                 return out
         started = time.perf_counter()
-        entries, rejected = twin.ingest(message, self.tick_ms, run_round=False)
+        entries, rejected, earlier = batch.add(message)
         out.fold_seconds = time.perf_counter() - started
+        self._rounds(earlier, working, waiting, out.fold_seconds)  # the waiting work ran first
+        if host in batch.due:
+            waiting[host] = out
         for index, error in rejected:
             out.dead_letters.append(dead_letter(item.value, source, error.reason, error.field, error.value,
                                                 index if in_frame else None))
             out.reasons.append(rejection_reason(error, stage="apply"))
-        state = twin.hosts.get(host)
+        state = batch.twin.hosts.get(host)
         if state is None:  # nothing about this host was ever accepted
             return out
         if record is None:
@@ -258,17 +259,13 @@ class HostProcessor:
         self._log(record, entries, out)
         return out
 
-    def _rounds(self, twin: Twin, due: dict[str, tuple[int, Outputs]], working: dict[str, HostRecord]) -> None:
-        """Run the rounds that are due, all together, and log each with its message."""
-        if not due:
-            return
-        started = time.perf_counter()
-        rounds = twin.rounds([(host, at_ms) for host, (at_ms, _) in due.items()])
-        share = (time.perf_counter() - started) / len(rounds)
-        for entry, (host, (_, out)) in zip(rounds, due.items()):
-            out.fold_seconds += share
+    def _rounds(self, rounds: list[tuple[str, BalancerRound]], working: dict[str, HostRecord],
+                waiting: dict[str, Outputs], seconds: float) -> None:
+        """Log each round that ran with the message that made it due, with its share of ``seconds``."""
+        for host, entry in rounds:
+            out = waiting.pop(host)
+            out.fold_seconds += seconds / len(rounds)
             self._log(working[host], [entry], out)
-        due.clear()
 
     def _log(self, record: HostRecord, entries: Sequence[Entry], out: Outputs) -> None:
         """Chain ``entries`` onto the host's log, and note what they hold."""

@@ -189,7 +189,7 @@ def test_worker_and_simulator_commands(services: dict[str, dict[str, Any]]) -> N
         command = services[service]["command"]
         assert command[0] == "dmtwin"
         args = build_parser().parse_args(command[1:])
-        assert "kafka:19092" in (getattr(args, "broker", None) or getattr(args, "to", None) or "")
+        assert "kafka:19092" in (getattr(args, "kafka", None) or "")
         assert services[service]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert "--forever" in services["simulator"]["command"], "the stack keeps streaming until stopped"
 

@@ -23,7 +23,8 @@ from twin.scenario import Scenario
 
 from .conftest import free_ports
 from .faults import FeedThread, audit, identities
-from .pipeline import WorkerProcess, read_records, send_raw, unique_topics, wait_until_consumed, wait_until_quiet
+from .pipeline import (WorkerProcess, read_records, run_feed, send_raw, unique_topics, wait_until_consumed,
+                       wait_until_quiet)
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +174,16 @@ def test_a_worker_with_a_key_signs_its_chains_and_the_export_verifies_with_the_p
     capsys.readouterr()
     assert main(["audit", "verify", str(out), "--key", f"{key}.pub"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("OK: chain intact, signed by SHA256:")
+
+
+def test_a_cold_worker_on_a_backlog_of_both_topics_dead_letters_nothing(kafka_bootstrap, tmp_path):
+    """Host events and telemetry both queued before the worker starts: the hosts' and VMs' starts
+    are folded before their reports, though the telemetry topic is read first."""
+    app_id, topics = unique_topics()
+    run_feed(fleet(hosts=8, duration_s=200), kafka_bootstrap, topics, speed=0, drain_s=0, per_guest=True)
+    worker = WorkerProcess(kafka_bootstrap, tmp_path / "w", app_id, topics).start()
+    try:
+        books = settle(kafka_bootstrap, topics, worker)
+    finally:
+        worker.stop()
+    assert books.clean() and books.dead_lettered == 0 and books.sent > 1000, books.line()

@@ -5,7 +5,7 @@ import json
 from streams.worker.processor import HostProcessor, HostRecord, Source
 from twin.chain import unchained
 from twin.engine import Twin
-from twin.events import DECISION_TYPES, BalancerRound, FrameReport, StatusFrame
+from twin.events import BalancerRound, FrameReport, StatusFrame
 from twin.log import decode, encode, replay
 from twin.scenario import Fleet, Scenario
 

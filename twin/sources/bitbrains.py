@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from ..engine import Twin
-from ..events import BalancerTicked, Decision, Entry, GuestStatusReported, InputEvent, flatten
+from ..events import BalancerTicked, Entry, GuestStatusReported, flatten
 from ..scenario import GuestSpec, HostSpec, Scenario, VmSpec
 from ..state import NO_DATA, Col, MemoryStatus, memory_status
 from ..workload import Trace

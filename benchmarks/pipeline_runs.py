@@ -1,0 +1,204 @@
+"""The runs of bench_pipeline.py, each on a real broker with topics of its own (4 partitions):
+
+- ``throughput``: the hosts join (a worker folds their lifecycle), then one backlog of telemetry
+  is read by the bare consumer, the empty Faust agent (floor_agent.py, its own process) and the
+  ``dmtwin worker`` process in turn; then what the worker produced is read back and counted;
+- ``latency``: the feeder at real time (one frame per host per second, the simulated guests
+  answering) into a running worker; the delay from each frame's record timestamp to the record
+  timestamp of each command its round caused;
+- ``scaling``: one or two worker processes in one group, hosts joined, then the telemetry sent as
+  fast as the broker takes it; their reports/s from the event log's timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.kafka.feed import ensure_topics
+from streams.kafka.topics import Topics
+from tests.integration.pipeline import (ROOT, WorkerProcess, read_records, run_feed, unique_topics,
+                                        wait_until_consumed)
+
+from pipeline_load import Load, bare_consumer, fleet, outputs, produce, telemetry_window
+
+PARTITIONS = 4
+
+
+class FloorProcess(WorkerProcess):
+    """benchmarks/floor_agent.py in its own process, with the environment a WorkerProcess gets."""
+
+    def __init__(self, bootstrap: str, data_dir: Path, app_id: str, topics: Topics, expect: int) -> None:
+        super().__init__(bootstrap, data_dir, app_id, topics, partitions=PARTITIONS)
+        self.result = data_dir.with_suffix(".json")
+        self.env.update(FLOOR_EXPECT=str(expect), FLOOR_RESULT=str(self.result))
+
+    def start(self, timeout_s: float = 90) -> FloorProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "floor_agent.py")],
+                                            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait(self, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        assert self.process is not None
+        while not self.result.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"floor agent gave no result: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return json.loads(self.result.read_text())
+
+
+@dataclass
+class Throughput:
+    """One repetition on one backlog: seconds of each consumer, and the worker's outputs."""
+
+    run: Load
+    bare_s: float
+    floor_s: float
+    worker_s: float
+    log_entries: int = 0
+    commands: int = 0
+    dead_letters: int = 0
+    snapshots: int = 0
+    checkpoints: int = 0
+    drift: dict = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        return self.log_entries + self.commands + self.dead_letters + self.snapshots + self.checkpoints
+
+
+def fresh(bootstrap: str) -> tuple[str, Topics]:
+    app_id, topics = unique_topics()
+    asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
+    return app_id, topics
+
+
+def throughput(bootstrap: str, run: Load, workdir: Path, tag: str, timeout_s: float,
+               key: Path | None = None) -> Throughput:
+    """The hosts and VMs join first (a worker folds them, then stops); then the telemetry goes in
+    as a backlog, which the bare consumer, the floor and the worker (started again) read in turn,
+    so that each consumer's window holds the telemetry alone."""
+    app_id, topics = fresh(bootstrap)
+    produce(bootstrap, topics.host_events, run.lifecycle)
+    worker = WorkerProcess(bootstrap, workdir / f"worker-{tag}", app_id, topics, partitions=PARTITIONS).start()
+    try:
+        wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
+    finally:
+        worker.stop()
+    if key is not None:  # the worker signs a checkpoint of each chain it extends, per transaction
+        worker.env["DMTWIN_KEY"] = str(key)
+    produce(bootstrap, topics.telemetry, run.telemetry)
+    bare_s = bare_consumer(bootstrap, topics, run, timeout_s)
+    floor = FloorProcess(bootstrap, workdir / f"floor-{tag}", app_id + "-floor", topics, len(run.telemetry)).start()
+    try:
+        result = floor.wait(timeout_s)
+    finally:
+        floor.stop()
+    worker.start()
+    try:
+        wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
+    finally:
+        worker.stop()
+    out = outputs(bootstrap, topics, app_id)
+    worker_s, folded = telemetry_window(out.log)
+    if folded != len(run.telemetry):
+        print(f"    ({tag}: the worker logged {folded} of {len(run.telemetry)} telemetry messages, "
+              f"{out.dead_letters} dead letters, e.g. {out.reasons.most_common(3)})", flush=True)
+    return Throughput(run, bare_s, result["seconds"], worker_s, len(out.log), out.commands, out.dead_letters,
+                      out.snapshots, out.checkpoints, result.get("differences", {}))
+
+
+@dataclass
+class Latency:
+    delays_ms: list[int]
+    frames: int
+    unmatched: int
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.delays_ms)
+        return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else float("nan")
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.delays_ms) if self.delays_ms else float("nan")
+
+
+def latency(bootstrap: str, hosts: int, vms: int, seconds: int, warmup_s: int, workdir: Path) -> Latency:
+    """The feeder (``dmtwin simulate --to``) at speed 1: each host's frame every second, and the
+    simulated guests answering the commands, so every VM keeps being balanced. Commands caused by
+    the frames of the first ``warmup_s`` seconds are left out (the VMs' first moves)."""
+    app_id, topics = fresh(bootstrap)
+    worker = WorkerProcess(bootstrap, workdir / "latency", app_id, topics, partitions=PARTITIONS).start()
+    try:
+        run_feed(fleet(hosts, seconds, vms).scenario, bootstrap, topics, speed=1, partitions=PARTITIONS, drain_s=3)
+        wait_until_consumed(bootstrap, app_id, topics, timeout_s=120)
+    finally:
+        worker.stop()
+    sent = {}
+    for record in read_records(bootstrap, topics.telemetry, timeout_s=60):
+        frame = json.loads(record.value)
+        sent[(frame["host"], frame["at_ms"])] = record.timestamp
+    begin = min((at_ms for _, at_ms in sent), default=0) + 1000 * warmup_s
+    delays, unmatched = [], 0
+    for topic in (topics.balloon_commands, topics.addition_commands):
+        for record in read_records(bootstrap, topic, timeout_s=60):
+            command = json.loads(record.value)
+            cause = sent.get((command["host"], command["at_ms"]))
+            if cause is None:
+                unmatched += 1
+            elif command["at_ms"] >= begin:
+                delays.append(record.timestamp - cause)
+    return Latency(delays, sum(at_ms >= begin for _, at_ms in sent), unmatched)
+
+
+@dataclass
+class Scaling:
+    workers: int
+    seconds: float
+    produce_rate: float
+
+
+def scaling(bootstrap: str, run: Load, workers: int, workdir: Path, tag: str, timeout_s: float) -> Scaling:
+    """``workers`` worker processes in one group on 4 partitions; telemetry sent once every
+    worker serves hosts of its own; seconds between the first and the last telemetry entry."""
+    app_id, topics = fresh(bootstrap)
+    produce(bootstrap, topics.host_events, run.lifecycle)
+    group = [WorkerProcess(bootstrap, workdir / f"scale-{tag}-{n}", app_id, topics, partitions=PARTITIONS)
+             for n in range(workers)]
+    try:
+        for worker in group:
+            worker.start()
+        deadline = time.monotonic() + 120
+        while True:  # the group settled: every host served, by every worker
+            try:
+                served = [len(worker.hosts()) for worker in group]
+            except Exception:  # the web server not up yet
+                served = [0]
+            if all(served) and sum(served) == run.hosts:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers serve {served} of {run.hosts} hosts")
+            time.sleep(0.5)
+        wait_until_consumed(bootstrap, app_id, topics, timeout_s=120)
+        rate = produce(bootstrap, topics.telemetry, run.telemetry)
+        wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
+    finally:
+        for worker in group:
+            worker.stop()
+    seconds, folded = telemetry_window(read_records(bootstrap, topics.event_log, timeout_s=300))
+    if folded != len(run.telemetry):
+        print(f"    ({tag}: {folded} of {len(run.telemetry)} telemetry messages logged)", flush=True)
+    return Scaling(workers, seconds, rate)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
