@@ -190,7 +190,7 @@ workload = { kind = "steady", mib = 2000 }
     (("minimum_mib = 512", "minimum_mib = 512\nweigth = 3"), "host h1, VM web: weigth=3: not a known field (a typo?)"),
     (("mib = 2000", "mib = -5"), "host h1, VM web: workload.mib=-5: input should be greater than or equal to 0"),
     (("steady", "stedy"), "host h1, VM web: workload.kind='stedy': expected one of 'steady', 'idle', 'diurnal', "
-                          "'bursty', 'leak', 'boot_storm', 'batch', 'trace'"),
+                          "'bursty', 'leak', 'boot_storm', 'batch', 'trace', 'steps'"),
     (("minimum_mib = 512", "minimum_mib = 512\nguest = { hot_add_alignment_mib = 100 }"),
      "host h1, VM web: guest.hot_add_alignment_mib=100: must be a power of two (2^n MB)"),
     (("total_mib = 16384", "total_mib = 1024"), "host h1: reserve_mib=2048: must be below total_mib=1024"),
