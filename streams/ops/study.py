@@ -72,7 +72,7 @@ def study_main(argv: Sequence[str] | None = None) -> int:
     from twin.study import format_table, merge, reference_rows
 
     policies = list(POLICIES) if not args.policy or "all" in args.policy else args.policy
-    unknown = [p for p in policies if p.partition(":")[0] not in POLICIES]
+    unknown = [p for p in policies if p.removesuffix("+giveup").partition(":")[0] not in POLICIES]
     if unknown:
         print(f"dmtwin study: no policy {', '.join(unknown)} (there are {', '.join(POLICIES)})", file=sys.stderr)
         return 2
