@@ -37,6 +37,8 @@ def build(settings: Any) -> Any:
     """The app and its empty agent (the worker's app, ``Worker._build``, with nothing in the agent)."""
     import faust
 
+    from streams.worker.app import tune_gc
+
     s = settings
     topics = s.topics
     app = faust.App(
@@ -57,6 +59,7 @@ def build(settings: Any) -> Any:
 
     @app.agent(inputs, concurrency=1)
     async def floor(stream: Any) -> None:
+        tune_gc()  # the worker's process settings too, so that the floor is Faust's own cost alone
         async for event in stream.events():
             if event.message.topic == topics.telemetry:
                 now = time.perf_counter()

@@ -24,6 +24,7 @@ Balancer ticks come from event time (``Twin.ingest``), never from a timer.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -66,6 +67,22 @@ class OwnedPartition:
     snapshot: PartitionSnapshot = field(default_factory=PartitionSnapshot)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     owned: bool = True
+
+
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations between collections of the youngest generation (Python's default: 700)."""
+
+
+def tune_gc() -> None:
+    """Collect garbage the way a long-running server should: decoding a frame allocates a model per
+    report, and with Python's default thresholds the cyclic collector kept walking everything the
+    worker holds (Faust, the clients, the hosts' states), which cost half the time of a frame of
+    50 reports. What start-up made is frozen out of the collector's sight, and the youngest
+    generation is collected every 20,000 allocations rather than 700 (our objects rarely form
+    cycles: reference counting frees them)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 class Worker:
@@ -330,6 +347,7 @@ class Worker:
 
         @app.task
         async def committer() -> None:
+            tune_gc()
             await self.commit_forever()
 
         @app.timer(interval=5.0)
