@@ -37,21 +37,12 @@ def build(settings: Any) -> Any:
     """The app and its empty agent (the worker's app, ``Worker._build``, with nothing in the agent)."""
     import faust
 
-    from streams.worker.app import tune_gc
+    from streams.worker.app import RAW_TOPIC, app_options, tune_gc
 
     s = settings
     topics = s.topics
-    app = faust.App(
-        s.app_id, broker=f"kafka://{s.broker}", store="memory://", datadir=str(s.data_dir),
-        topic_partitions=s.partitions, topic_replication_factor=1, table_standby_replicas=0,
-        consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host=s.web_host,
-        web_bind=s.web_host, stream_wait_empty=False,
-        broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
-        broker_max_poll_records=2000, **s.security.faust(),
-    )
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                           "value_serializer": "raw"}
-    inputs = app.topic(*topics.inputs, partitions=s.partitions, acks=False, **raw)
+    app = faust.App(s.app_id, **app_options(s))
+    inputs = app.topic(*topics.inputs, partitions=s.partitions, acks=False, **RAW_TOPIC)
     expect = int(os.environ.get("FLOOR_EXPECT", "0"))
     result = os.environ.get("FLOOR_RESULT", "")
     counts = {"telemetry": 0, "other": 0}

@@ -69,6 +69,24 @@ class OwnedPartition:
     owned: bool = True
 
 
+RAW_TOPIC: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                              "value_serializer": "raw"}
+"""The input topics as Faust sees them: raw bytes (the worker decodes them itself)."""
+
+
+def app_options(s: Settings) -> dict[str, Any]:
+    """The worker's Faust app settings (also those of the benchmark's empty agent, so that it is
+    the worker's floor)."""
+    return dict(
+        broker=f"kafka://{s.broker}", store="memory://", datadir=str(s.data_dir),
+        topic_partitions=s.partitions, topic_replication_factor=1, table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host=s.web_host,
+        web_bind=s.web_host, stream_wait_empty=False,
+        broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
+        broker_max_poll_records=2000, **s.security.faust(),
+    )
+
+
 GC_YOUNG_THRESHOLD = 20_000
 """Allocations between collections of the youngest generation (Python's default: 700)."""
 
@@ -329,17 +347,8 @@ class Worker:
     def _build(self) -> faust.App:
         s = self.settings
         topics = s.topics
-        app = faust.App(
-            s.app_id, broker=f"kafka://{s.broker}", store="memory://", datadir=str(s.data_dir),
-            topic_partitions=s.partitions, topic_replication_factor=1, table_standby_replicas=0,
-            consumer_auto_offset_reset="earliest", web_port=s.web_port, web_host=s.web_host,
-            web_bind=s.web_host, stream_wait_empty=False,
-            broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=max(1.0, s.session_timeout_s / 4),
-            broker_max_poll_records=2000, **s.security.faust(),
-        )
-        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                               "value_serializer": "raw"}
-        inputs = app.topic(*topics.inputs, partitions=s.partitions, acks=False, **raw)
+        app = faust.App(s.app_id, **app_options(s))
+        inputs = app.topic(*topics.inputs, partitions=s.partitions, acks=False, **RAW_TOPIC)
 
         @app.agent(inputs, concurrency=1)
         async def fold(stream: Any) -> None:
