@@ -40,7 +40,7 @@ def _passthrough(name: str, rest: list[str]) -> int:
 def _command(args: object) -> str:
     """``dmtwin audit verify``: the words of the subcommand that runs."""
     words = [getattr(args, "command", "")]
-    for attribute in ("keys_command", "log_command", "audit_command", "kafka_command"):
+    for attribute in ("keys_command", "log_command", "audit_command", "kafka_command", "lab_command"):
         word = getattr(args, attribute, None)
         if isinstance(word, str):
             words.append(word)

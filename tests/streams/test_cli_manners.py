@@ -320,3 +320,9 @@ def test_a_taken_serve_port_names_its_option(tmp_path: Path, capsys: pytest.Capt
         assert main(["replay", str(log), "--serve", str(port)]) == 5
     assert capsys.readouterr().err == (f"dmtwin replay: port {port} (--serve) is taken (address already in use): "
                                        "stop the program that holds it, or choose another with --serve PORT\n")
+
+
+def test_a_lab_failure_names_the_lab_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "nolab"
+    assert main(["lab", "status", "--run-dir", str(run_dir)]) == 2
+    assert capsys.readouterr().err == f"dmtwin lab status: run_dir='{run_dir}': no lab running here (no lab.json)\n"
