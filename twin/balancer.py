@@ -16,8 +16,7 @@ enforces what every policy must respect (DOMAIN.md §1.4, §1.5, §2.4):
    lasted a minute (Hyper-V reclaims late, §1.4).
 6. Smart Paging ends as soon as free memory can back the paged pages, or once they were ballooned.
 
-Decisions are built with their validating constructors: pydantic's ``model_construct``, which skips
-validation, measured 2-3× slower than validating (it resolves every default in Python).
+The last step, from wants to requests, is ``twin.decide``'s, shared with ``twin.rounds``.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .decide import balloon_requests, growth_requests
 from .events import (
     BalloonTargetSet,
     MemoryAdditionRequested,
@@ -181,46 +181,19 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
 
     growing = a.order[want[a.order] > 0]
     room = np.minimum(sub[:, Col.MAXIMUM] - assigned - paged, params.max_add_mib)
-    columns = (idx, want, assigned, demand, pressure, visible - assigned - paged, sub[:, Col.ALIGNMENT], room)
-    for i, wanted, held, needs, press, ballooned, align, space in zip(*(c[growing].tolist() for c in columns)):
-        if free <= 0:
-            break
-        vm = names[i]
-        why = _reason(name, needs, held, press, held + wanted,
-                      "short of memory" if needs > held else "below ideal")
-        grant = min(wanted, free, params.max_add_mib)
-        if ballooned > 0:  # previously ballooned pages go back first (§1.5)
-            amount = min(grant, ballooned)
-            decisions.append(UnballoonRequested(
-                at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), return_mib=amount,
-                target_mib=held + amount, reason=why))
-        else:  # then hot-add, in multiples of the guest's alignment
-            amount = -(-grant // align) * align
-            if amount > min(space, free):
-                amount = min(space, free) // align * align
-            if amount <= 0:
-                continue
-            decisions.append(MemoryAdditionRequested(
-                at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), add_mib=amount,
-                target_mib=held + amount, reason=why))
-        free -= amount
+    host = np.zeros(len(growing), dtype=np.int64)
+    decisions += [d for _, d in growth_requests(
+        name, [state], [at_ms], [free], params.max_add_mib, host, idx[growing], want[growing],
+        assigned[growing], demand[growing], pressure[growing], (visible - assigned - paged)[growing],
+        sub[growing, Col.ALIGNMENT], room[growing], names)]
 
     unit = params.balloon_unit_mib
     remove = np.minimum(assigned - target, params.max_balloon_mib) // unit * unit
-    shrinking = np.flatnonzero(a.shrink & (remove > 0))
-    columns = (idx, remove, assigned, demand, pressure, target, paged)
-    why = "host short" if a.host_short else "surplus"
-    for i, amount, held, needs, press, aim, in_file in zip(*(c[shrinking].tolist() for c in columns)):
-        vm = names[i]
-        decisions.append(BalloonTargetSet(
-            at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm), remove_mib=amount,
-            target_mib=held - max(0, amount - in_file), reason=_reason(name, needs, held, press, aim, why)))
+    out = np.flatnonzero(a.shrink & (remove > 0))
+    decisions += [d for _, d in balloon_requests(
+        name, [state], [at_ms], ["host short" if a.host_short else "surplus"], np.zeros(len(out), dtype=np.int64),
+        idx[out], remove[out], assigned[out], demand[out], pressure[out], target[out], paged[out], names)]
     return decisions
-
-
-def _reason(policy: str, demand: int, assigned: int, pressure: int, target: int, why: str) -> str:
-    return (f"{policy}: {why}; demand {demand} MiB, assigned {assigned} MiB, "
-            f"pressure {pressure}%, target {target} MiB")
 
 
 def _next_seq(state: HostState, vm: str) -> int:

@@ -28,6 +28,7 @@ from .events import (
     SmartPagingStarted,
     StatusFrame,
     VmRestarted,
+    trusted,
 )
 from .host import apply as fold
 from .host import apply_frame, fold_round
@@ -97,7 +98,7 @@ class Twin:
         decisions = balancer.plan(state, at_ms)
         if decisions:
             fold_round(state, at_ms, decisions)
-        return BalancerRound(at_ms=at_ms, host=host, decisions=decisions)
+        return trusted(BalancerRound, at_ms=at_ms, host=host, decisions=decisions)
 
     def rounds(self, due: Sequence[tuple[str, int]]) -> list[BalancerRound]:
         """``round`` of each (host, at_ms), the hosts all different, computed together
@@ -109,7 +110,7 @@ class Twin:
         for state, (host, at_ms), decisions in zip(states, due, plan_many([(s, at) for s, (_, at) in zip(states, due)])):
             if decisions:
                 fold_round(state, at_ms, decisions)
-            entries.append(BalancerRound(at_ms=at_ms, host=host, decisions=decisions))
+            entries.append(trusted(BalancerRound, at_ms=at_ms, host=host, decisions=decisions))
         return entries
 
     def due(self, host: str, at_ms: int, tick_ms: int = 1000) -> bool:

@@ -17,7 +17,8 @@ leaves it out (that is the canonical form the digest covers) and ``twin.log.enco
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+import json
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer, model_validator
@@ -293,6 +294,31 @@ class SmartPagingEnded(_Decision):
     backed_mib: Mib
 
 
+_M = TypeVar("_M", bound=BaseModel)
+_new, _set = object.__new__, object.__setattr__
+_TEMPLATES: dict[type[BaseModel], dict[str, Any]] = {}
+
+
+def _template(model: type[BaseModel]) -> dict[str, Any]:
+    _TEMPLATES[model] = {name: None if info.is_required() else info.get_default(call_default_factory=True)
+                         for name, info in model.model_fields.items()}
+    return _TEMPLATES[model]
+
+
+def trusted(model: type[_M], **fields: Any) -> _M:
+    """``model(**fields)`` without validating: for values the twin has already bounded itself
+    (the balancer's decisions), never for input. Equal to the validated event, field for field."""
+    made = _new(model)
+    values = _TEMPLATES.get(model) or _template(model)
+    values = values.copy()
+    values.update(fields)  # in the fields' own order, as validation writes them
+    _set(made, "__dict__", values)
+    _set(made, "__pydantic_fields_set__", set(fields))
+    _set(made, "__pydantic_extra__", None)
+    _set(made, "__pydantic_private__", None)
+    return made
+
+
 InputEvent = Union[
     HostJoined,
     HostMemoryChanged,
@@ -377,9 +403,40 @@ class BalancerRound(_Event):
                              for item in data["decisions"]]
         return data
 
+    def model_dump_json(self, **options: Any) -> str:  # type: ignore[override]
+        """As pydantic's, and without options the same text written directly: a round of a busy
+        host holds hundreds of decisions, and pydantic's serializer calls ``_compact`` on them."""
+        if options:
+            return super().model_dump_json(**options)
+        items = ",".join([_compact_json(d) for d in self.decisions])
+        return (f'{{"v":{self.v},"at_ms":{self.at_ms},"host":{_quoted(self.host)},"type":"balancer.round",'
+                f'"decisions":[{items}]}}')
+
     def events(self) -> list[InputEvent | Decision]:
         """The round as its tick and its decisions, events of their own."""
         return [BalancerTicked(at_ms=self.at_ms, host=self.host), *self.decisions]
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a JSON string, as pydantic writes it (UTF-8, the short escapes)."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _compact_json(decision: BaseModel) -> str:
+    """A decision inside a round, as ``_compact`` writes it: its own fields in order, without the
+    round's (``tests/twin/test_events.py`` holds it to pydantic's text)."""
+    d = decision.__dict__
+    head = f'{{"vm":{_quoted(d["vm"])},"seq":{d["seq"]},"type":"{d["type"]}",'
+    kind = d["type"]
+    if kind == "decision.smart_paging_ended":
+        return f'{head}"backed_mib":{d["backed_mib"]}}}'
+    amount = _AMOUNT[kind]
+    return f'{head}"{amount}":{d[amount]},"target_mib":{d["target_mib"]},"reason":{_quoted(d["reason"])}}}'
+
+
+_AMOUNT = {"decision.balloon": "remove_mib", "decision.unballoon": "return_mib", "decision.hot_add": "add_mib"}
 
 
 def _round_schema(schema: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 from . import frames
 from .errors import Rejected
+from .requests import fold_requests
 from .events import (
     BalancerRound,
     BalancerTicked,
@@ -274,6 +275,8 @@ def fold_round(state: HostState, at_ms: int, decisions: Sequence[object]) -> Non
     VM table again for each decision."""
     check_clock(state, at_ms)
     state.last_at_ms = state.last_round_ms = at_ms
+    if fold_requests(state, at_ms, decisions):
+        return
     free = state.free_mib()
     for k, decision in enumerate(decisions):
         kind = type(decision)

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .balancer import PARAMS, Decision, _next_seq, _reason
-from .events import BalloonTargetSet, MemoryAdditionRequested, SmartPagingEnded, UnballoonRequested
+from .balancer import PARAMS, Decision, _next_seq
+from .decide import balloon_requests, growth_requests
+from .events import SmartPagingEnded
 from .policies import POLICIES, Snapshot
 from .state import NO_DATA, Col, HostState, Pending
 
@@ -102,38 +103,20 @@ def _plan_group(policy: str, rounds: list[tuple[HostState, int]], out: list[list
 
     growing = order[want[order] > 0]
     room = np.minimum(sub[:, Col.MAXIMUM] - assigned - paged, params.max_add_mib)
-    columns = (of, idx, want, assigned, demand, pressure, visible - assigned - paged, sub[:, Col.ALIGNMENT], room)
-    for h, i, wanted, held, needs, press, ballooned, align, space in zip(*(c[growing].tolist() for c in columns)):
-        left = free[h]
-        if left <= 0:
-            continue  # this host has handed out all it had (plan stops its loop here)
-        state, vm, at_ms = states[h], names[i], rounds[h][1]
-        why = _reason(policy, needs, held, press, held + wanted, "short of memory" if needs > held else "below ideal")
-        grant = min(wanted, left, params.max_add_mib)
-        if ballooned > 0:
-            amount = min(grant, ballooned)
-            out[h].append(UnballoonRequested(at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm),
-                                             return_mib=amount, target_mib=held + amount, reason=why))
-        else:
-            amount = -(-grant // align) * align
-            if amount > min(space, left):
-                amount = min(space, left) // align * align
-            if amount <= 0:
-                continue
-            out[h].append(MemoryAdditionRequested(at_ms=at_ms, host=state.name, vm=vm, seq=_next_seq(state, vm),
-                                                  add_mib=amount, target_mib=held + amount, reason=why))
-        free[h] = left - amount
+    at_of = [at_ms for _, at_ms in rounds]
+    for h, decision in growth_requests(policy, states, at_of, free, params.max_add_mib, of[growing], idx[growing],
+                            want[growing], assigned[growing], demand[growing], pressure[growing],
+                            (visible - assigned - paged)[growing], sub[growing, Col.ALIGNMENT], room[growing],
+                            names):
+        out[h].append(decision)
 
     unit = params.balloon_unit_mib
     remove = np.minimum(assigned - target, params.max_balloon_mib) // unit * unit
-    shrinking = np.flatnonzero(shrink & (remove > 0))
-    columns = (of, idx, remove, assigned, demand, pressure, target, paged)
-    for h, i, amount, held, needs, press, aim, in_file in zip(*(c[shrinking].tolist() for c in columns)):
-        state, vm = states[h], names[i]
-        why = "host short" if host_short[h] else "surplus"
-        out[h].append(BalloonTargetSet(at_ms=rounds[h][1], host=state.name, vm=vm, seq=_next_seq(state, vm),
-                                       remove_mib=amount, target_mib=held - max(0, amount - in_file),
-                                       reason=_reason(policy, needs, held, press, aim, why)))
+    s = np.flatnonzero(shrink & (remove > 0))
+    why = ["host short" if short_of else "surplus" for short_of in host_short.tolist()]
+    for h, decision in balloon_requests(policy, states, at_of, why, of[s], idx[s], remove[s], assigned[s], demand[s],
+                               pressure[s], target[s], paged[s], names):
+        out[h].append(decision)
 
 
 def _hyperv_crowded(target: np.ndarray, of: np.ndarray, hosts: int, demand: np.ndarray, lower: np.ndarray,

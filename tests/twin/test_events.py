@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from twin.events import GuestCapabilities, MemorySettings, VmStarted
@@ -59,3 +61,32 @@ def test_checked_in_schemas_are_current():
     assert on_disk == set(expected), "run `dmtwin schema` to regenerate docs/schemas"
     for name, schema in expected.items():
         assert (DOCS / name).read_text(encoding="utf-8") == render(schema), name
+
+
+_names = st.from_regex(r"\A[^\s][^\n\r]{0,11}\Z")
+
+
+@settings(max_examples=200, deadline=None)
+@given(_names, st.lists(st.tuples(st.sampled_from(["balloon", "unballoon", "hot_add", "paging"]), _names,
+                                  st.integers(1, 10**6), st.integers(1, 10**6), st.text(max_size=20)),
+                        max_size=6))
+def test_a_rounds_text_is_pydantics_whatever_its_names_and_reasons(host, decisions) -> None:
+    from pydantic import BaseModel
+
+    from twin.events import (BalancerRound, BalloonTargetSet, MemoryAdditionRequested, SmartPagingEnded,
+                             UnballoonRequested, trusted)
+
+    def made(kind, vm, seq, amount, why):
+        common = dict(at_ms=5, host=host, vm=vm, seq=seq)
+        if kind == "balloon":
+            return BalloonTargetSet(**common, remove_mib=amount, target_mib=amount, reason=why)
+        if kind == "unballoon":
+            return UnballoonRequested(**common, return_mib=amount, target_mib=amount, reason=why)
+        if kind == "hot_add":
+            return MemoryAdditionRequested(**common, add_mib=amount, target_mib=amount, reason=why)
+        return SmartPagingEnded(**common, backed_mib=amount)
+
+    entry = BalancerRound(at_ms=5, host=host, decisions=[made(*d) for d in decisions])
+    assert entry.model_dump_json() == BaseModel.model_dump_json(entry)
+    same = trusted(BalancerRound, at_ms=5, host=host, decisions=list(entry.decisions))
+    assert same == entry and same.model_dump_json() == entry.model_dump_json()

@@ -1,0 +1,58 @@
+"""The amounts of a round's growth, computed for all VMs at once, are those of counting each host's
+free memory down one VM at a time, whatever runs short."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twin.decide import growth_requests
+from twin.events import MemoryAdditionRequested, UnballoonRequested
+from twin.state import HostState
+
+
+def one_at_a_time(free: list[int], max_add: int, of, wanted, ballooned, align, room) -> list[tuple[int, int, str]]:
+    """The mechanism as a loop over the VMs in order: (host, amount, kind) of each request."""
+    out = []
+    for h, want, back, step, space in zip(of, wanted, ballooned, align, room):
+        left = free[h]
+        if left <= 0:
+            continue
+        grant = min(want, left, max_add)
+        if back > 0:
+            amount, kind = min(grant, back), "decision.unballoon"
+        else:
+            amount, kind = -(-grant // step) * step, "decision.hot_add"
+            if amount > min(space, left):
+                amount = min(space, left) // step * step
+            if amount <= 0:
+                continue
+        out.append((h, amount, kind))
+        free[h] = left - amount
+    return out
+
+
+vm = st.tuples(st.integers(0, 3), st.integers(1, 5000), st.sampled_from([0, 0, 100, 3000]),
+               st.sampled_from([1, 2, 64, 128, 1024]), st.integers(0, 4000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(vm, max_size=40), st.lists(st.integers(-100, 20_000), min_size=4, max_size=4),
+       st.sampled_from([2048, 512]))
+def test_growth_amounts_are_those_of_one_vm_at_a_time(vms, free, max_add) -> None:
+    vms = sorted(vms, key=lambda v: v[0])  # the round's order: by host, then growth order
+    of, wanted, ballooned, align, room = (np.array([v[k] for v in vms], dtype=np.int64).reshape(-1) for k in range(5))
+    states = [HostState(f"h{h}", 100_000, 0, "hyperv", 0) for h in range(4)]
+    names = [f"vm{k}" for k in range(len(vms))]
+    zeros = np.zeros(len(vms), dtype=np.int64)
+    left = list(free)
+    made = growth_requests("hyperv", states, [0] * 4, left, max_add, of, np.arange(len(vms)), wanted, zeros,
+                           zeros, zeros, ballooned, align, room, names)
+    expected_free = list(free)
+    expected = one_at_a_time(expected_free, max_add, of.tolist(), wanted.tolist(), ballooned.tolist(),
+                             align.tolist(), room.tolist())
+    got = sorted(((h, d.return_mib if isinstance(d, UnballoonRequested) else d.add_mib, d.type) for h, d in made),
+                 key=lambda r: r[0])
+    assert got == sorted(expected, key=lambda r: r[0])  # stable: each host's own order is kept
+    assert all(isinstance(d, (UnballoonRequested, MemoryAdditionRequested)) for _, d in made)

@@ -1,0 +1,121 @@
+"""From a round's wants to its requests: the amounts of every VM at once, then the decisions.
+
+``balancer.plan`` (one host) and ``rounds.plan_many`` (many hosts) share this last step. Growth
+is paid from each host's free memory in growth order, so an amount depends on what the VMs
+before it took; but while a host has enough left for a VM's whole request, the amount does not
+depend on how much is left. So the amounts are computed for all VMs at once with a running sum,
+and only from a host's first VM that could not get its whole request on does a plain loop count
+the rest out, as one would one VM at a time: the same amounts, bit for bit.
+
+The decisions are built from values the round has already bounded (``trusted``): a validating
+constructor per decision cost most of a busy round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import numpy as np
+
+from .events import BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested, trusted
+from .state import HostState
+
+__all__ = ["growth_requests", "balloon_requests", "reason"]
+
+
+def reason(policy: str, demand: int, assigned: int, pressure: int, target: int, why: str) -> str:
+    """A decision's reason, in words (``twin.audit`` reads the numbers back)."""
+    return (f"{policy}: {why}; demand {demand} MiB, assigned {assigned} MiB, "
+            f"pressure {pressure}%, target {target} MiB")
+
+
+def growth_requests(policy: str, states: Sequence[HostState], at: Sequence[int], free: list[int], max_add: int,
+         of: np.ndarray, i: np.ndarray, wanted: np.ndarray, held: np.ndarray, needs: np.ndarray,
+         pressure: np.ndarray, ballooned: np.ndarray, align: np.ndarray, room: np.ndarray,
+         names: Sequence[str]) -> list[tuple[int, UnballoonRequested | MemoryAdditionRequested]]:
+    """The growth requests, as (host, decision) in the order given (sorted by host, then growth
+    order). Arrays are over the VMs that want to grow: ``of`` their host (an index into ``states``,
+    ``at``, ``free``), ``i`` their row in ``names``. Counts each host's ``free`` down (in place).
+
+    A VM gets ``min(wanted, free, max_add)``: first back from its balloon, else hot-added in
+    multiples of its alignment, at most ``room``; a VM whose hot-add rounds to nothing gets
+    nothing, and a host with nothing left stops granting."""
+    n = len(of)
+    if n == 0:
+        return []
+    cap = np.minimum(wanted, max_add)
+    added = -(-cap // align) * align
+    added = np.where(added > room, room // align * align, added)
+    unballoon = ballooned > 0
+    amount = np.maximum(np.where(unballoon, np.minimum(cap, ballooned), added), 0)
+    taken = np.cumsum(amount)
+    first = np.searchsorted(of, of, side="left")  # each VM's host's first VM in the order
+    left = np.asarray(free, dtype=np.int64)[of] - (taken - amount - (taken[first] - amount[first]))
+    short = (left < np.maximum(cap, amount)) | (left <= 0)  # the amount would depend on what is left
+    stop = np.full(len(free), n)
+    np.minimum.at(stop, of[short], np.flatnonzero(short))
+    exact = np.arange(n) < stop[of]
+
+    out: list[tuple[int, UnballoonRequested | MemoryAdditionRequested]] = []
+    granted = exact & (amount > 0)
+    columns = (of, i, amount, wanted, held, needs, pressure, unballoon)
+    for h, row, got, want, had, need, press, back in zip(*(c[granted].tolist() for c in columns)):
+        out.append((h, _growth(policy, states[h], at[h], names[row], back, got, want, had, need, press)))
+    free[:] = (np.asarray(free, dtype=np.int64) - np.bincount(of[exact], weights=amount[exact],
+                                                               minlength=len(free)).astype(np.int64)).tolist()
+    ends = np.searchsorted(of, np.arange(len(free)), side="right").tolist()
+    for h in np.flatnonzero(stop < n).tolist():  # the hosts that ran short: the rest one VM at a time
+        for j in range(int(stop[h]), ends[h]):
+            decision = _one_growth(policy, states[h], at[h], free, h, j, max_add, i, wanted, held, needs,
+                                   pressure, ballooned, align, room, names)
+            if decision is not None:
+                out.append((h, decision))
+    return out
+
+
+def _one_growth(policy: str, state: HostState, at_ms: int, free: list[int], h: int, j: int, max_add: int,
+                i: np.ndarray, wanted: np.ndarray, held: np.ndarray, needs: np.ndarray, pressure: np.ndarray,
+                ballooned: np.ndarray, align: np.ndarray, room: np.ndarray, names: Sequence[str]
+                ) -> UnballoonRequested | MemoryAdditionRequested | None:
+    """VM ``j``'s growth counted against what its host has left, one VM at a time."""
+    left = free[h]
+    if left <= 0:
+        return None
+    want, step = int(wanted[j]), int(align[j])
+    grant = min(want, left, max_add)
+    back = int(ballooned[j]) > 0
+    if back:
+        amount = min(grant, int(ballooned[j]))
+    else:
+        amount = -(-grant // step) * step
+        space = int(room[j])
+        if amount > min(space, left):
+            amount = min(space, left) // step * step
+        if amount <= 0:
+            return None
+    free[h] = left - amount
+    return _growth(policy, state, at_ms, names[int(i[j])], back, amount, want, int(held[j]), int(needs[j]),
+                   int(pressure[j]))
+
+
+def _growth(policy: str, state: HostState, at_ms: int, vm: str, back: bool, amount: int, want: int,
+            held: int, needs: int, press: int) -> UnballoonRequested | MemoryAdditionRequested:
+    why = reason(policy, needs, held, press, held + want, "short of memory" if needs > held else "below ideal")
+    seq = state.last_seq.get(vm, 0) + 1
+    if back:  # previously ballooned pages go back first (§1.5)
+        return trusted(UnballoonRequested, at_ms=at_ms, host=state.name, vm=vm, seq=seq, return_mib=amount,
+                       target_mib=held + amount, reason=why)
+    return trusted(MemoryAdditionRequested, at_ms=at_ms, host=state.name, vm=vm, seq=seq, add_mib=amount,
+                   target_mib=held + amount, reason=why)
+
+
+def balloon_requests(policy: str, states: Sequence[HostState], at: Sequence[int], why: Sequence[str],
+           of: np.ndarray, i: np.ndarray, amount: np.ndarray, held: np.ndarray, needs: np.ndarray,
+           pressure: np.ndarray, target: np.ndarray, paged: np.ndarray, names: Sequence[str]
+           ) -> list[tuple[int, BalloonTargetSet]]:
+    """The balloon requests, as (host, decision), over the VMs that shrink (``why``: per host)."""
+    physical = np.maximum(0, amount - paged)  # Smart-Paged pages go first
+    columns = (of, i, amount, held, needs, pressure, target, held - physical)
+    return [(h, trusted(BalloonTargetSet, at_ms=at[h], host=states[h].name, vm=names[row],
+                        seq=states[h].last_seq.get(names[row], 0) + 1, remove_mib=got, target_mib=after,
+                        reason=reason(policy, need, had, press, aim, why[h])))
+            for h, row, got, had, need, press, aim, after in zip(*(c.tolist() for c in columns))]
