@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import numpy as np
 
-from .events import BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested, trusted
+from .events import BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested, built, trusted
 from .state import HostState
 
 __all__ = ["growth_requests", "balloon_requests", "reason"]
@@ -59,7 +59,20 @@ def growth_requests(policy: str, states: Sequence[HostState], at: Sequence[int],
     granted = exact & (amount > 0)
     columns = (of, i, amount, wanted, held, needs, pressure, unballoon)
     for h, row, got, want, had, need, press, back in zip(*(c[granted].tolist() for c in columns)):
-        out.append((h, _growth(policy, states[h], at[h], names[row], back, got, want, had, need, press)))
+        state, vm = states[h], names[row]
+        why = (f"{policy}: {'short of memory' if need > had else 'below ideal'}; demand {need} MiB, "
+               f"assigned {had} MiB, pressure {press}%, target {had + want} MiB")
+        seq = state.last_seq.get(vm, 0) + 1
+        if back:  # previously ballooned pages go back first (§1.5)
+            out.append((h, built(UnballoonRequested, {
+                "v": 1, "at_ms": at[h], "host": state.name, "chain": None, "vm": vm, "seq": seq,
+                "type": "decision.unballoon", "return_mib": got, "target_mib": had + got, "reason": why},
+                _GIVEN[UnballoonRequested])))
+        else:
+            out.append((h, built(MemoryAdditionRequested, {
+                "v": 1, "at_ms": at[h], "host": state.name, "chain": None, "vm": vm, "seq": seq,
+                "type": "decision.hot_add", "add_mib": got, "target_mib": had + got, "reason": why},
+                _GIVEN[MemoryAdditionRequested])))
     free[:] = (np.asarray(free, dtype=np.int64) - np.bincount(of[exact], weights=amount[exact],
                                                                minlength=len(free)).astype(np.int64)).tolist()
     ends = np.searchsorted(of, np.arange(len(free)), side="right").tolist()
@@ -115,7 +128,17 @@ def balloon_requests(policy: str, states: Sequence[HostState], at: Sequence[int]
     """The balloon requests, as (host, decision), over the VMs that shrink (``why``: per host)."""
     physical = np.maximum(0, amount - paged)  # Smart-Paged pages go first
     columns = (of, i, amount, held, needs, pressure, target, held - physical)
-    return [(h, trusted(BalloonTargetSet, at_ms=at[h], host=states[h].name, vm=names[row],
-                        seq=states[h].last_seq.get(names[row], 0) + 1, remove_mib=got, target_mib=after,
-                        reason=reason(policy, need, had, press, aim, why[h])))
-            for h, row, got, had, need, press, aim, after in zip(*(c.tolist() for c in columns))]
+    out: list[tuple[int, BalloonTargetSet]] = []
+    for h, row, got, had, need, press, aim, after in zip(*(c.tolist() for c in columns)):
+        state, vm = states[h], names[row]
+        out.append((h, built(BalloonTargetSet, {
+            "v": 1, "at_ms": at[h], "host": state.name, "chain": None, "vm": vm,
+            "seq": state.last_seq.get(vm, 0) + 1, "type": "decision.balloon", "remove_mib": got,
+            "target_mib": after, "reason": f"{policy}: {why[h]}; demand {need} MiB, assigned {had} MiB, "
+                                           f"pressure {press}%, target {aim} MiB"}, _GIVEN[BalloonTargetSet])))
+    return out
+
+
+_GIVEN = {kind: {"at_ms", "host", "vm", "seq", amount, "target_mib", "reason"} for kind, amount in (
+    (BalloonTargetSet, "remove_mib"), (UnballoonRequested, "return_mib"), (MemoryAdditionRequested, "add_mib"))}
+"""The fields a request is made with: what ``model_fields_set`` reports, as for a validated one."""

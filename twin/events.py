@@ -319,6 +319,17 @@ def trusted(model: type[_M], **fields: Any) -> _M:
     return made
 
 
+def built(model: type[_M], values: dict[str, Any], given: set[str]) -> _M:
+    """``trusted`` from ``values`` that already hold every field in the model's order (the dict
+    is used as it is), with ``given`` the fields that were set explicitly (copied)."""
+    made = _new(model)
+    _set(made, "__dict__", values)
+    _set(made, "__pydantic_fields_set__", given.copy())
+    _set(made, "__pydantic_extra__", None)
+    _set(made, "__pydantic_private__", None)
+    return made
+
+
 InputEvent = Union[
     HostJoined,
     HostMemoryChanged,
