@@ -31,17 +31,20 @@ def reason(policy: str, demand: int, assigned: int, pressure: int, target: int, 
 def growth_requests(policy: str, states: Sequence[HostState], at: Sequence[int], free: list[int], max_add: int,
          of: np.ndarray, i: np.ndarray, wanted: np.ndarray, held: np.ndarray, needs: np.ndarray,
          pressure: np.ndarray, ballooned: np.ndarray, align: np.ndarray, room: np.ndarray,
-         names: Sequence[str]) -> list[tuple[int, UnballoonRequested | MemoryAdditionRequested]]:
+         names: Sequence[str], at_once: int = 16) -> list[tuple[int, UnballoonRequested | MemoryAdditionRequested]]:
     """The growth requests, as (host, decision) in the order given (sorted by host, then growth
     order). Arrays are over the VMs that want to grow: ``of`` their host (an index into ``states``,
     ``at``, ``free``), ``i`` their row in ``names``. Counts each host's ``free`` down (in place).
 
     A VM gets ``min(wanted, free, max_add)``: first back from its balloon, else hot-added in
     multiples of its alignment, at most ``room``; a VM whose hot-add rounds to nothing gets
-    nothing, and a host with nothing left stops granting."""
+    nothing, and a host with nothing left stops granting. Fewer than ``at_once`` VMs are counted
+    one at a time throughout (the same amounts)."""
     n = len(of)
-    if n == 0:
-        return []
+    if n < at_once:  # a few requests: numpy's per-call cost is more than the loop's
+        made = (_one_growth(policy, states[h], at[h], free, h, j, max_add, i, wanted, held, needs, pressure,
+                            ballooned, align, room, names) for j, h in enumerate(of.tolist()))
+        return [(h, d) for h, d in zip(of.tolist(), made) if d is not None]
     cap = np.minimum(wanted, max_add)
     added = -(-cap // align) * align
     added = np.where(added > room, room // align * align, added)

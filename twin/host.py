@@ -53,6 +53,11 @@ on what it runs at the time (hv_balloon.c compares its available memory with the
 SURPLUS_SLACK_PERCENT = frames.SURPLUS_SLACK_PERCENT
 
 
+_NONE, _BALLOON, _UNBALLOON, _HOT_ADD = (int(k) for k in (Pending.NONE, Pending.BALLOON, Pending.UNBALLOON,
+                                                          Pending.HOT_ADD))
+"""The kinds of transaction as plain ints: an enum member costs a slow attribute lookup each time."""
+
+
 def apply(state: HostState, event: object) -> None:
     """Fold one event into ``state``; raise ``Rejected`` and change nothing if it is not valid."""
     handler = _HANDLERS.get(type(event))
@@ -146,7 +151,7 @@ def _vm_restarted(state: HostState, event: VmRestarted) -> None:
     row = state.vms.data[i]
     startup = int(row[Col.STARTUP])
     assigned = int(row[Col.ASSIGNED])
-    row[Col.PENDING] = Pending.NONE
+    row[Col.PENDING] = _NONE
     row[Col.PENDING_SEQ] = row[Col.PENDING_MIB] = row[Col.PENDING_AT] = 0
     if assigned >= startup:
         released = assigned - startup
@@ -268,6 +273,11 @@ def _balancer_round(state: HostState, entry: BalancerRound) -> None:
     state.__dict__.update(trial.__dict__)
 
 
+ROUND_AT_ONCE = 16
+"""From this many decisions a round's requests are folded as arrays (``twin.requests``); below it
+numpy's per-call cost is more than checking each request in turn. The state is the same."""
+
+
 def fold_round(state: HostState, at_ms: int, decisions: Sequence[object]) -> None:
     """A balancing round at ``at_ms`` and its decisions (a refusal names the decision's index).
 
@@ -275,7 +285,7 @@ def fold_round(state: HostState, at_ms: int, decisions: Sequence[object]) -> Non
     VM table again for each decision."""
     check_clock(state, at_ms)
     state.last_at_ms = state.last_round_ms = at_ms
-    if fold_requests(state, at_ms, decisions):
+    if len(decisions) >= ROUND_AT_ONCE and fold_requests(state, at_ms, decisions):
         return
     free = state.free_mib()
     for k, decision in enumerate(decisions):
@@ -293,26 +303,26 @@ def fold_round(state: HostState, at_ms: int, decisions: Sequence[object]) -> Non
 
 
 def _answered(state: HostState, event: BalloonResponded | UnballoonResponded | HotAddResponded,
-              kind: Pending) -> int:
+              kind: int) -> int:
     i = _row(state, event, in_order=False)  # matched by seq: an answer may be folded after newer reports
     row = state.vms.data[i]
     if row[Col.PENDING] != kind or row[Col.PENDING_SEQ] != event.seq:
         in_flight = (f"{Pending(int(row[Col.PENDING])).name.lower()} #{int(row[Col.PENDING_SEQ])}"
                      if row[Col.PENDING] else "nothing")
-        raise Rejected("seq", event.seq, f"answers no {kind.name.lower()} request in flight "
+        raise Rejected("seq", event.seq, f"answers no {Pending(kind).name.lower()} request in flight "
                                          f"(in flight: {in_flight})")
     return i
 
 
 def _done(row: object) -> None:
-    row[Col.PENDING] = Pending.NONE  # type: ignore[index]
+    row[Col.PENDING] = _NONE  # type: ignore[index]
     row[Col.PENDING_SEQ] = row[Col.PENDING_MIB] = row[Col.PENDING_AT] = 0  # type: ignore[index]
 
 
 def _balloon_responded(state: HostState, event: BalloonResponded) -> None:
     """Released pages leave the VM: Smart-Paged pages first, then physical ones. Fewer than asked
     means the guest reached its floor (§2.4); the balancer will not ask below it again."""
-    i = _answered(state, event, Pending.BALLOON)
+    i = _answered(state, event, _BALLOON)
     row = state.vms.data[i]
     asked = int(row[Col.PENDING_MIB])
     if event.released_mib > asked:
@@ -330,7 +340,7 @@ def _balloon_responded(state: HostState, event: BalloonResponded) -> None:
 
 
 def _unballoon_responded(state: HostState, event: UnballoonResponded) -> None:
-    i = _answered(state, event, Pending.UNBALLOON)
+    i = _answered(state, event, _UNBALLOON)
     row = state.vms.data[i]
     row[Col.ASSIGNED] += row[Col.PENDING_MIB]
     row[Col.ADDED] += row[Col.PENDING_MIB]
@@ -342,7 +352,7 @@ def _unballoon_responded(state: HostState, event: UnballoonResponded) -> None:
 def _hot_add_responded(state: HostState, event: HotAddResponded) -> None:
     """A short answer tells the host future hot-adds will fail; result=permanent stops them for
     good, result=transient means retry later (§1.7, §2.4)."""
-    i = _answered(state, event, Pending.HOT_ADD)
+    i = _answered(state, event, _HOT_ADD)
     row = state.vms.data[i]
     asked = int(row[Col.PENDING_MIB])
     if event.added_mib > asked:
@@ -372,7 +382,7 @@ def _decided(state: HostState, event: BalloonTargetSet | UnballoonRequested | Me
 
 
 def _start_transaction(state: HostState, event: BalloonTargetSet | UnballoonRequested
-                       | MemoryAdditionRequested, kind: Pending, amount: int) -> None:
+                       | MemoryAdditionRequested, kind: int, amount: int) -> None:
     i = _decided(state, event)
     row = state.vms.data[i]
     if row[Col.PENDING]:
@@ -396,7 +406,7 @@ def _balloon_target_set(state: HostState, event: BalloonTargetSet) -> None:
     physical = max(0, event.remove_mib - int(row[Col.PAGING]))  # Smart-Paged pages go first
     if row[Col.ASSIGNED] - physical < lowest:
         raise Rejected("remove_mib", event.remove_mib, f"would take the VM below Minimum RAM ({lowest} MiB)")
-    _start_transaction(state, event, Pending.BALLOON, event.remove_mib)
+    _start_transaction(state, event, _BALLOON, event.remove_mib)
 
 
 def _unballoon_requested(state: HostState, event: UnballoonRequested, free: int | None = None) -> None:
@@ -405,7 +415,7 @@ def _unballoon_requested(state: HostState, event: UnballoonRequested, free: int 
     if event.return_mib > ballooned:
         raise Rejected("return_mib", event.return_mib, f"the balloon holds only {ballooned} MiB")
     _check_room(state, event.return_mib, "return_mib", free)
-    _start_transaction(state, event, Pending.UNBALLOON, event.return_mib)
+    _start_transaction(state, event, _UNBALLOON, event.return_mib)
 
 
 def _memory_addition_requested(state: HostState, event: MemoryAdditionRequested, free: int | None = None) -> None:
@@ -416,7 +426,7 @@ def _memory_addition_requested(state: HostState, event: MemoryAdditionRequested,
         raise Rejected("add_mib", event.add_mib,
                        f"would take the VM above Maximum RAM ({int(row[Col.MAXIMUM])} MiB)")
     _check_room(state, event.add_mib, "add_mib", free)
-    _start_transaction(state, event, Pending.HOT_ADD, event.add_mib)
+    _start_transaction(state, event, _HOT_ADD, event.add_mib)
 
 
 def _check_room(state: HostState, amount: int, field: str, free: int | None = None) -> None:

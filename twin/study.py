@@ -6,7 +6,8 @@ What the guest uses during step k is the sample of step k; the guest reports it 
 step, so the balancer, which runs each second of event time, always reacts one sample late (the
 reference's "one-sample reaction lag"; at step 0 the twin has seen nothing yet).
 
-The run goes through the real twin: ``Twin.apply`` folds every input and decision, and
+The run goes through the real twin: ``Twin.apply`` folds every input (each step's reports as one
+frame, each round's decisions together, as the worker folds them), and
 ``twin.balancer.plan`` — the shared mechanism, one transaction per VM, every bound — makes every
 decision; simulated guests (``twin.guest.SimulatedGuest``, Windows) answer after ``response_ms``.
 
@@ -37,15 +38,18 @@ from .events import (
     BalancerTicked,
     BalloonTargetSet,
     Decision,
+    FrameReport,
     GuestCapabilities,
     HostJoined,
     MemoryAdditionRequested,
     MemorySettings,
+    StatusFrame,
     UnballoonRequested,
     VmStarted,
 )
 from .errors import Rejected
 from .guest import SimulatedGuest
+from .host import fold_round
 from .policies import POLICY_INTERVAL_MS
 from .sources.bitbrains import Grid
 from .state import NO_DATA, Col, HostState
@@ -337,9 +341,15 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
                 result.moved_mib += int(delta.sum())
                 result.changes += int((delta > 0).sum())
             previous = assigned
-            for i, vm in enumerate(by_row):
-                reported = int(truth_rows[i, k - 1]) if k else 0
-                fold(guests[vm].status(now, reported))
+            reports = [guests[vm].status(now, int(truth_rows[i, k - 1]) if k else 0) for i, vm in enumerate(by_row)]
+            _, refused = twin.frame(StatusFrame(at_ms=now, host=name, reports=[  # folded at once, as a frame
+                FrameReport(vm=r.vm, committed_mib=r.committed_mib, available_mib=r.available_mib) for r in reports]))
+            if refused:
+                raise refused[0][1]
+            count += len(reports)
+            if on_event is not None:
+                for report in reports:
+                    on_event(report)
             if observe is not None:
                 observe(state, now)
             need_from = min(need_from, now)
@@ -350,8 +360,12 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
             decisions = plan(state, now, policy)
             result.rounds += 1
             last_round = now
+            if decisions:  # folded at once, as ``Twin.round`` folds a round
+                fold_round(state, now, decisions)
+                count += len(decisions)
             for decision in decisions:
-                fold(decision)
+                if on_event is not None:
+                    on_event(decision)
                 if isinstance(decision, (BalloonTargetSet, UnballoonRequested, MemoryAdditionRequested)):
                     serial += 1
                     heapq.heappush(owed, (now + study.response_ms, serial, decision))

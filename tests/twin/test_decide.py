@@ -46,13 +46,15 @@ def test_growth_amounts_are_those_of_one_vm_at_a_time(vms, free, max_add) -> Non
     states = [HostState(f"h{h}", 100_000, 0, "hyperv", 0) for h in range(4)]
     names = [f"vm{k}" for k in range(len(vms))]
     zeros = np.zeros(len(vms), dtype=np.int64)
-    left = list(free)
-    made = growth_requests("hyperv", states, [0] * 4, left, max_add, of, np.arange(len(vms)), wanted, zeros,
-                           zeros, zeros, ballooned, align, room, names)
     expected_free = list(free)
     expected = one_at_a_time(expected_free, max_add, of.tolist(), wanted.tolist(), ballooned.tolist(),
                              align.tolist(), room.tolist())
-    got = sorted(((h, d.return_mib if isinstance(d, UnballoonRequested) else d.add_mib, d.type) for h, d in made),
-                 key=lambda r: r[0])
-    assert got == sorted(expected, key=lambda r: r[0])  # stable: each host's own order is kept
-    assert all(isinstance(d, (UnballoonRequested, MemoryAdditionRequested)) for _, d in made)
+    for at_once in (0, 10**9):  # all at once, and one at a time
+        left = list(free)
+        made = growth_requests("hyperv", states, [0] * 4, left, max_add, of, np.arange(len(vms)), wanted, zeros,
+                               zeros, zeros, ballooned, align, room, names, at_once=at_once)
+        got = sorted(((h, d.return_mib if isinstance(d, UnballoonRequested) else d.add_mib, d.type) for h, d in made),
+                     key=lambda r: r[0])
+        assert got == sorted(expected, key=lambda r: r[0])  # stable: each host's own order is kept
+        assert all(isinstance(d, (UnballoonRequested, MemoryAdditionRequested)) for _, d in made)
+        assert [max(f, 0) for f in left] == [max(f, 0) for f in expected_free]
