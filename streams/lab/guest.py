@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .assets import Assets
-from .qmp import Qmp, QmpError
+from .qmp import Qmp, QmpError, open_unix
 
 __all__ = ["VirtioMemory", "Control", "LabGuest", "GuestError", "kvm_usable", "qemu_binary", "MIB"]
 
@@ -137,14 +137,10 @@ class Control:
     async def connect(self, timeout_s: float = 60.0) -> Control:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while True:
-            try:
-                self.reader, self.writer = await asyncio.open_unix_connection(self.socket, limit=1 << 22)
-                break
-            except (FileNotFoundError, ConnectionRefusedError) as error:
-                if loop.time() > deadline:
-                    raise GuestError(f"control channel {self.socket}: {error}") from error
-                await asyncio.sleep(0.1)
+        try:
+            self.reader, self.writer = await open_unix(self.socket, timeout_s)
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            raise GuestError(f"control channel {self.socket}: {error}") from error
         while True:  # the guest may still be booting: ask until the shell answers
             try:
                 if (await self.run("echo ok", timeout_s=1.0)).strip() == "ok":

@@ -17,6 +17,20 @@ from typing import Any
 __all__ = ["Qmp", "QmpError"]
 
 
+async def open_unix(path: str, timeout_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the Unix socket at ``path``, retrying while QEMU has not made it yet; the last
+    error once ``timeout_s`` have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            return await asyncio.open_unix_connection(path, limit=1 << 22)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 class QmpError(RuntimeError):
     """QEMU answered a command with an error, or the socket failed."""
 
@@ -39,16 +53,10 @@ class Qmp:
         self.greeting: dict[str, Any] = {}
 
     async def connect(self, timeout_s: float = 10.0) -> Qmp:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            try:
-                self.reader, self.writer = await asyncio.open_unix_connection(self.path, limit=1 << 22)
-                break
-            except (FileNotFoundError, ConnectionRefusedError) as error:
-                if loop.time() > deadline:
-                    raise QmpError("connect", {"socket": self.path}, f"cannot connect: {error}") from error
-                await asyncio.sleep(0.1)
+        try:
+            self.reader, self.writer = await open_unix(self.path, timeout_s)
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            raise QmpError("connect", {"socket": self.path}, f"cannot connect: {error}") from error
         self.greeting = await self._read()
         if "QMP" not in self.greeting:
             raise QmpError("connect", {"socket": self.path}, f"not a QMP greeting: {self.greeting!r}")
