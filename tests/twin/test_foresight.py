@@ -18,8 +18,9 @@ def feed(twin, f, history: dict[str, list[int]], first: int = 0) -> int:
     """Windows guests report each VM's demands, one frame per step from step ``first``, and
     answer every decision (``SimulatedGuest``)."""
     state = twin.hosts[HOST]
-    guests = GUESTS.setdefault(id(twin), {vm: SimulatedGuest(HOST, vm, "windows", state.vm(vm).assigned_mib)
-                                          for vm in history})
+    # keyed by the twin itself, kept alive: an id() of a collected twin can come back for a new one
+    _, guests = GUESTS.setdefault(id(twin), (twin, {vm: SimulatedGuest(HOST, vm, "windows", state.vm(vm).assigned_mib)
+                                                    for vm in history}))
     at = 0
     for k in range(len(next(iter(history.values())))):
         at = (first + k + 1) * STEP
