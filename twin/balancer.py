@@ -189,10 +189,11 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
 
     unit = params.balloon_unit_mib
     remove = np.minimum(assigned - target, params.max_balloon_mib) // unit * unit
-    out = np.flatnonzero(a.shrink & (remove > 0))
+    shrinking = np.flatnonzero(a.shrink & (remove > 0))
     decisions += [d for _, d in balloon_requests(
-        name, [state], [at_ms], ["host short" if a.host_short else "surplus"], np.zeros(len(out), dtype=np.int64),
-        idx[out], remove[out], assigned[out], demand[out], pressure[out], target[out], paged[out], names)]
+        name, [state], [at_ms], ["host short" if a.host_short else "surplus"], np.zeros(len(shrinking), dtype=np.int64),
+        idx[shrinking], remove[shrinking], assigned[shrinking], demand[shrinking], pressure[shrinking],
+        target[shrinking], paged[shrinking], names)]
     return decisions
 
 

@@ -7,23 +7,24 @@ depend on how much is left. So the amounts are computed for all VMs at once with
 and only from a host's first VM that could not get its whole request on does a plain loop count
 the rest out, as one would one VM at a time: the same amounts, bit for bit.
 
-The decisions are built from values the round has already bounded (``trusted``): a validating
-constructor per decision cost most of a busy round.
+The decisions are built from values the round has already bounded (``events.built``): a
+validating constructor per decision cost most of a busy round.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 
-from .events import BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested, built, trusted
+from .events import SCHEMA_VERSION, BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested, built
 from .state import HostState
 
 __all__ = ["growth_requests", "balloon_requests", "reason"]
 
 
 def reason(policy: str, demand: int, assigned: int, pressure: int, target: int, why: str) -> str:
-    """A decision's reason, in words (``twin.audit`` reads the numbers back)."""
+    """A decision's reason, in words."""
     return (f"{policy}: {why}; demand {demand} MiB, assigned {assigned} MiB, "
             f"pressure {pressure}%, target {target} MiB")
 
@@ -62,20 +63,7 @@ def growth_requests(policy: str, states: Sequence[HostState], at: Sequence[int],
     granted = exact & (amount > 0)
     columns = (of, i, amount, wanted, held, needs, pressure, unballoon)
     for h, row, got, want, had, need, press, back in zip(*(c[granted].tolist() for c in columns)):
-        state, vm = states[h], names[row]
-        why = (f"{policy}: {'short of memory' if need > had else 'below ideal'}; demand {need} MiB, "
-               f"assigned {had} MiB, pressure {press}%, target {had + want} MiB")
-        seq = state.last_seq.get(vm, 0) + 1
-        if back:  # previously ballooned pages go back first (§1.5)
-            out.append((h, built(UnballoonRequested, {
-                "v": 1, "at_ms": at[h], "host": state.name, "chain": None, "vm": vm, "seq": seq,
-                "type": "decision.unballoon", "return_mib": got, "target_mib": had + got, "reason": why},
-                _GIVEN[UnballoonRequested])))
-        else:
-            out.append((h, built(MemoryAdditionRequested, {
-                "v": 1, "at_ms": at[h], "host": state.name, "chain": None, "vm": vm, "seq": seq,
-                "type": "decision.hot_add", "add_mib": got, "target_mib": had + got, "reason": why},
-                _GIVEN[MemoryAdditionRequested])))
+        out.append((h, _growth(policy, states[h], at[h], names[row], back, got, want, had, need, press)))
     free[:] = (np.asarray(free, dtype=np.int64) - np.bincount(of[exact], weights=amount[exact],
                                                                minlength=len(free)).astype(np.int64)).tolist()
     ends = np.searchsorted(of, np.arange(len(free)), side="right").tolist()
@@ -116,12 +104,8 @@ def _one_growth(policy: str, state: HostState, at_ms: int, free: list[int], h: i
 def _growth(policy: str, state: HostState, at_ms: int, vm: str, back: bool, amount: int, want: int,
             held: int, needs: int, press: int) -> UnballoonRequested | MemoryAdditionRequested:
     why = reason(policy, needs, held, press, held + want, "short of memory" if needs > held else "below ideal")
-    seq = state.last_seq.get(vm, 0) + 1
-    if back:  # previously ballooned pages go back first (§1.5)
-        return trusted(UnballoonRequested, at_ms=at_ms, host=state.name, vm=vm, seq=seq, return_mib=amount,
-                       target_mib=held + amount, reason=why)
-    return trusted(MemoryAdditionRequested, at_ms=at_ms, host=state.name, vm=vm, seq=seq, add_mib=amount,
-                   target_mib=held + amount, reason=why)
+    kind = UnballoonRequested if back else MemoryAdditionRequested  # ballooned pages go back first (§1.5)
+    return _request(kind, state, at_ms, vm, amount, held + amount, why)  # type: ignore[return-value]
 
 
 def balloon_requests(policy: str, states: Sequence[HostState], at: Sequence[int], why: Sequence[str],
@@ -131,17 +115,23 @@ def balloon_requests(policy: str, states: Sequence[HostState], at: Sequence[int]
     """The balloon requests, as (host, decision), over the VMs that shrink (``why``: per host)."""
     physical = np.maximum(0, amount - paged)  # Smart-Paged pages go first
     columns = (of, i, amount, held, needs, pressure, target, held - physical)
-    out: list[tuple[int, BalloonTargetSet]] = []
-    for h, row, got, had, need, press, aim, after in zip(*(c.tolist() for c in columns)):
-        state, vm = states[h], names[row]
-        out.append((h, built(BalloonTargetSet, {
-            "v": 1, "at_ms": at[h], "host": state.name, "chain": None, "vm": vm,
-            "seq": state.last_seq.get(vm, 0) + 1, "type": "decision.balloon", "remove_mib": got,
-            "target_mib": after, "reason": f"{policy}: {why[h]}; demand {need} MiB, assigned {had} MiB, "
-                                           f"pressure {press}%, target {aim} MiB"}, _GIVEN[BalloonTargetSet])))
-    return out
+    return [(h, _request(BalloonTargetSet, states[h], at[h], names[row], got, after,  # type: ignore[misc]
+                         reason(policy, need, had, press, aim, why[h])))
+            for h, row, got, had, need, press, aim, after in zip(*(c.tolist() for c in columns))]
 
 
-_GIVEN = {kind: {"at_ms", "host", "vm", "seq", amount, "target_mib", "reason"} for kind, amount in (
-    (BalloonTargetSet, "remove_mib"), (UnballoonRequested, "return_mib"), (MemoryAdditionRequested, "add_mib"))}
+def _request(kind: type[Request], state: HostState, at_ms: int, vm: str, amount: int, target: int,
+             why: str) -> Request:
+    """A request of the round, its fields in the model's order (``events.built``)."""
+    field = _AMOUNT[kind]
+    return built(kind, {"v": SCHEMA_VERSION, "at_ms": at_ms, "host": state.name, "chain": None, "vm": vm,
+                        "seq": state.last_seq.get(vm, 0) + 1, "type": _TYPE[kind], field: amount,
+                        "target_mib": target, "reason": why}, _GIVEN[kind])
+
+
+Request = BalloonTargetSet | UnballoonRequested | MemoryAdditionRequested
+_AMOUNT: dict[type, str] = {BalloonTargetSet: "remove_mib", UnballoonRequested: "return_mib",
+                            MemoryAdditionRequested: "add_mib"}
+_TYPE = {kind: kind.model_fields["type"].default for kind in _AMOUNT}
+_GIVEN = {kind: {"at_ms", "host", "vm", "seq", field, "target_mib", "reason"} for kind, field in _AMOUNT.items()}
 """The fields a request is made with: what ``model_fields_set`` reports, as for a validated one."""

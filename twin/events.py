@@ -308,15 +308,9 @@ def _template(model: type[BaseModel]) -> dict[str, Any]:
 def trusted(model: type[_M], **fields: Any) -> _M:
     """``model(**fields)`` without validating: for values the twin has already bounded itself
     (the balancer's decisions), never for input. Equal to the validated event, field for field."""
-    made = _new(model)
-    values = _TEMPLATES.get(model) or _template(model)
-    values = values.copy()
+    values = (_TEMPLATES.get(model) or _template(model)).copy()
     values.update(fields)  # in the fields' own order, as validation writes them
-    _set(made, "__dict__", values)
-    _set(made, "__pydantic_fields_set__", set(fields))
-    _set(made, "__pydantic_extra__", None)
-    _set(made, "__pydantic_private__", None)
-    return made
+    return built(model, values, set(fields))
 
 
 def built(model: type[_M], values: dict[str, Any], given: set[str]) -> _M:

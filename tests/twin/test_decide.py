@@ -58,3 +58,23 @@ def test_growth_amounts_are_those_of_one_vm_at_a_time(vms, free, max_add) -> Non
         assert got == sorted(expected, key=lambda r: r[0])  # stable: each host's own order is kept
         assert all(isinstance(d, (UnballoonRequested, MemoryAdditionRequested)) for _, d in made)
         assert [max(f, 0) for f in left] == [max(f, 0) for f in expected_free]
+
+
+def test_a_busy_rounds_requests_equal_validated_events_field_for_field() -> None:
+    from twin.balancer import plan
+    from twin.engine import Twin
+    from twin.events import GuestStatusReported, HostJoined, MemorySettings, VmStarted
+
+    twin = Twin()
+    twin.apply(HostJoined(at_ms=0, host="h", total_mib=40 * 3000, reserve_mib=1024))
+    for k in range(40):
+        twin.apply(VmStarted(at_ms=0, host="h", vm=f"vm{k}", settings=MemorySettings(
+            startup_mib=2048, minimum_mib=512, maximum_mib=8192)))
+        twin.apply(GuestStatusReported(at_ms=1000, host="h", vm=f"vm{k}", committed_mib=200 + 97 * k,
+                                       available_mib=0))
+    decisions = plan(twin.hosts["h"], 61_500)
+    assert {d.type for d in decisions} == {"decision.hot_add", "decision.balloon"}
+    for d in decisions:
+        validated = type(d)(**d.model_dump(exclude_unset=True))
+        assert d == validated and d.model_fields_set == validated.model_fields_set
+        assert list(d.__dict__) == list(validated.__dict__) and d.model_dump_json() == validated.model_dump_json()
