@@ -28,6 +28,9 @@ from twin.sources.bitbrains import DEFAULT_PATH, read_grid  # noqa: E402
 from twin.study import format_table, host_result, merge, reference_rows, study_of_grid  # noqa: E402
 
 REFERENCE = DEFAULT_PATH.parent / "REFERENCE.md"
+TUNED = {1.0: "foresight:price_mib=200000,hold=3", 0.7: "foresight:price_mib=5600,hold=1"}
+"""foresight's parameters chosen on July for each capacity (docs/whatif-policies.md): the price is
+what a VM-step of Warning avoided is worth in MiB, the user's own exchange rate."""
 _STUDIES = {}
 
 
@@ -77,7 +80,8 @@ def report(paths: list[str], hosts: int | None = None) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--capacity", type=float, action="append", help="× Σ 1.2·p95 (default 1.0 and 0.7)")
-    parser.add_argument("--policy", action="append", help="policies (default: every one)")
+    parser.add_argument("--policy", action="append",
+                        help="policies (default: every one, foresight with the parameters in TUNED)")
     parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--hosts-run", type=int, default=10, help="run only the first N of the 10 hosts")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
@@ -98,6 +102,12 @@ def main() -> int:
     capacities = args.capacity or [1.0, 0.7]
     policies = args.policy or list(POLICIES)
     only = [tuple(x.split("=", 1)) for x in args.only_at]
+    if not args.policy:  # foresight with the parameters chosen for each capacity
+        policies.remove("foresight")
+        for c in capacities:
+            tuned = TUNED.get(c, "foresight")
+            policies.append(tuned)
+            only.append((str(c), tuned))
     runs = [(c, p) for c in capacities for p in policies if not any(p == q and c != float(k) for k, q in only)]
     # host by host, every run: at any moment the first hosts are done for all (see --parts)
     tasks = [(c, p, h) for h in range(args.hosts_run) for c, p in runs]

@@ -2,16 +2,23 @@
 mirrors Hyper-V). It learns each VM's demand from its history and acts before the next sample
 shows the need:
 
-- **headroom sized per VM**: the next sample may rise by what this VM's rises have been: the
-  ``rise_quantile`` of its step-to-step rises over the last ``window`` samples (a day);
-- **daily rhythm**: if the VM rose a day ago at this time, that rise is expected again;
+- **headroom sized per VM**: the x that minimises price × P(next rise > x) + x over the VM's own
+  step-to-step rises of the last ``window`` samples (a day);
+- **its situation**: a VM below its recent median tends to rise back, one above it to fall: the
+  rises the headroom learns from are those that followed the same situation (below, at or above
+  the median of its last ``context`` samples), when there are ``context_min`` of them;
+- **daily rhythm** (off by default): if the VM rose a day ago at this time, that rise is expected
+  again;
 - **fast grow, slow shrink**: the target never falls below the highest demand of the last
   ``hold`` samples, so a VM that just fell keeps its memory for a while; a rise is met at once;
-- **under contention**, each VM first keeps what it uses now (or Minimum), then the headroom is
-  shared at one price for all (the highest that fits): a MiB goes where it most likely saves
-  Warning time. When not even what the VMs use now fits, the VMs that need the least to be whole
-  are made whole first (by weight, then need): a VM short by 1 MiB is as much in Warning as one
-  short by 1 GiB, so the shortage is put on as few VMs as possible.
+- **under contention**, one price for all, the highest at which the targets fit: each VM gets
+  what it uses now and the headroom worth that price, so a MiB goes where it most likely saves
+  Warning time. A VM that has less than it uses now may instead be left as it is (short) when
+  growing it costs more than its being short is worth at that price (``sacrifice``): a VM short
+  by 1 MiB is as much in Warning as one short by 1 GiB, so one large VM left short can keep many
+  small ones ready for their next rise. What is left then makes the cheapest of those whole.
+  With ``sacrifice=0`` every VM first keeps what it uses now, and when not even that fits, the
+  VMs that need the least are made whole (by weight, then need), with no headroom.
 
 The mechanism is the shared one (``twin.balancer``): Minimum, Maximum, capacity, one transaction
 per VM, balloon and hot-add units. A policy sees only a snapshot, so the history is kept by a
@@ -50,8 +57,18 @@ class ForesightParams:
     Warning time). Under contention the price falls until the targets fit."""
     hold: int = 3
     """Slow shrink: the target is at least the highest demand of the last ``hold`` samples."""
-    rhythm: int = 288
-    """Samples in a day: a rise seen this long ago is expected again (0: no rhythm)."""
+    rhythm: int = 0
+    """Samples in a day (288): a rise seen this long ago is expected again, if it is worth its MiB
+    at the price (0: no rhythm; on July it cost more memory than it saved Warning time)."""
+    context: int = 24
+    """The VM's situation is the sign of its demand against the median of its last ``context``
+    samples; the headroom learns from the rises that followed the same situation (0: from all)."""
+    context_min: int = 10
+    """Fewer rises than this in the same situation: learn from all of them."""
+    sacrifice: int = 1
+    """1: under contention the price also decides which VMs that need to grow are left as they are
+    (each costs the price, in proportion to its weight), so the others keep their headroom; 0: all
+    are first grown to what they use now, and the VMs that need the least are made whole."""
     margin_percent: int = 0
     """Always this much above the forecast (rounding, noise)."""
     shrink_deadband_percent: int = 5
@@ -65,11 +82,14 @@ class Foresight:
         self.params = params or ForesightParams()
         self.history: dict[str, np.ndarray] = {}
         """host → rows × samples of reported demand (ring, newest at ``count − 1``)."""
+        self.situation: dict[str, np.ndarray] = {}
+        """host → rows × samples: each sample's sign against the median of the last ``context``
+        samples, itself included (the same ring)."""
         self.count: dict[str, int] = {}
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
         self._forecast: np.ndarray | None = None
         self._need: np.ndarray | None = None
-        self._rises: np.ndarray | None = None
+        self._menu: tuple[np.ndarray, np.ndarray] | None = None
         self._rows: np.ndarray | None = None
         POLICIES[NAME] = self._policy
         balancer.PARAMS[NAME] = BalancerParams(
@@ -85,23 +105,34 @@ class Foresight:
         ring = self.history.get(state.name)
         if ring is None or ring.shape[0] != len(demand):
             ring = self.history[state.name] = np.zeros((len(demand), size), dtype=np.int64)
+            self.situation[state.name] = np.zeros((len(demand), size), dtype=np.int8)
             self.count[state.name] = 0
         n = self.count[state.name]
         ring[:, n % size] = np.maximum(demand, 0)
+        if p.context:
+            recent = ring[:, [(n - j) % size for j in range(min(n + 1, p.context))]]
+            self.situation[state.name][:, n % size] = np.sign(ring[:, n % size] - np.median(recent, axis=1))
         self.count[state.name] = n + 1
         self._cache[state.name] = self.forecast(state.name)
 
-    def forecast(self, host: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: what the VM uses now, the forecast of its next sample, and its rises (sorted)."""
+    def forecast(self, host: str) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Per row: what the VM uses now, the forecast of its next sample, and the ``_menu`` of its
+        rises (what the headroom may be, with the chance of a rise above each)."""
         p = self.params
         ring, n = self.history[host], self.count[host]
         size = ring.shape[1]
         last = ring[:, (n - 1) % size]
         span = min(n, p.window + 1)
-        recent = ring[:, [(n - 1 - j) % size for j in range(span)][::-1]]
-        rises = (np.sort(np.maximum(np.diff(recent, axis=1), 0), axis=1) if span > 1
+        order = [(n - 1 - j) % size for j in range(span)][::-1]
+        rises = (np.maximum(np.diff(ring[:, order], axis=1), 0) if span > 1
                  else np.zeros((len(last), 1), dtype=np.int64))
-        headroom = _headroom(rises, p.price_mib)
+        if p.context and span > 1:  # only the rises that followed the situation the VM is in now
+            situation = self.situation[host]
+            same = situation[:, order[:-1]] == situation[:, (n - 1) % size][:, None]
+            enough = same.sum(axis=1) >= p.context_min
+            rises = np.where(same | ~enough[:, None], rises, _LEFT_OUT)
+        menu = _menu(np.sort(rises, axis=1))
+        headroom = _choose(menu, p.price_mib)[0]
         if p.rhythm and n > p.rhythm:  # a rise seen a day ago at this time, if it is worth its MiB
             ago = ring[:, (n - 1 - p.rhythm) % size]
             after = ring[:, (n - p.rhythm) % size]
@@ -109,21 +140,21 @@ class Foresight:
             headroom = np.where(rhythm <= p.price_mib, np.maximum(headroom, rhythm), headroom)
         held = ring[:, [(n - 1 - j) % size for j in range(min(n, p.hold))]].max(axis=1)
         wanted = np.maximum(last + headroom, held)
-        return last, -(-wanted * (100 + p.margin_percent) // 100), rises
+        return last, -(-wanted * (100 + p.margin_percent) // 100), menu
 
     def plan(self, state: HostState, at_ms: int, policy: str = NAME) -> list:
         """The balancer's round with this policy's targets (``twin.study`` calls it as its plan)."""
         if state.name not in self.history:
             return balancer.plan(state, at_ms, "hyperv")
         rows = state.vms.rows
-        self._need, self._forecast, self._rises = self._cache[state.name]
+        self._need, self._forecast, self._menu = self._cache[state.name]
         self._rows = np.flatnonzero((rows[:, Col.PENDING] == Pending.NONE) & (rows[:, Col.DM_ENABLED] == 1)
                                     & (rows[:, Col.DEMAND] != NO_DATA))
         self._assigned = rows[:, Col.ASSIGNED]
         try:
             return balancer.plan(state, at_ms, NAME)
         finally:
-            self._forecast = self._need = self._rises = self._rows = None
+            self._forecast = self._need = self._menu = self._rows = None
 
     def _policy(self, s: Snapshot) -> np.ndarray:
         rows = self._rows
@@ -133,43 +164,78 @@ class Foresight:
         wanted = np.clip(np.maximum(self._forecast[rows], now), s.lower, s.upper)
         if wanted.sum() <= s.budget_mib:
             return wanted.astype(np.int64)
-        if now.sum() >= s.budget_mib:
+        menu = self._menu[0][rows], self._menu[1][rows]
+        if not self.params.sacrifice and now.sum() >= s.budget_mib:
             return _fewest_short(s, now)
-        # one price for all: the highest at which every VM's headroom fits the budget
-        rises = self._rises[rows]
-        lo, hi = 0.0, float(self.params.price_mib)
-        best = now
-        for _ in range(16):
-            price = (lo + hi) / 2
-            target = np.clip(np.minimum(now + _headroom(rises, price), wanted), s.lower, s.upper)
-            if target.sum() <= s.budget_mib:
-                lo, best = price, target
-            else:
-                hi = price
-        spare = s.budget_mib - int(best.sum())
-        if spare > 0:  # what the quantiles leave: in proportion to what each still wants
-            gap = np.maximum(wanted - best, 0)
-            if gap.sum() > 0:
-                best = best + np.minimum(gap, np.floor(gap * spare / gap.sum()).astype(np.int64))
-        return best.astype(np.int64)
+        return _priced(s, now, wanted, menu, float(self.params.price_mib), bool(self.params.sacrifice))
 
 
-def _quantile(ordered: np.ndarray, q: float) -> np.ndarray:
-    """The q-quantile of each row of an ascending-sorted array (the next sample up), as int64."""
-    k = min(ordered.shape[1] - 1, int(np.ceil(q * (ordered.shape[1] - 1))))
-    return ordered[:, k].astype(np.int64)
+_LEFT_OUT = -1
+"""A rise that does not count for this row (it followed another situation); sorts first."""
 
 
-def _headroom(ordered: np.ndarray, price: float) -> np.ndarray:
-    """Per row of ascending rises: the x among 0 and the rises that minimises
-    price × P(rise > x) + x (the empirical P of the row), as int64."""
-    m = ordered.shape[1]
-    zero = np.zeros((ordered.shape[0], 1), dtype=ordered.dtype)
-    candidates = np.concatenate((zero, ordered), axis=1)
-    above = np.concatenate((((ordered > 0).sum(axis=1) / m)[:, None],
-                            np.broadcast_to((m - 1 - np.arange(m)) / m, ordered.shape)), axis=1)
-    cost = price * above + candidates
-    return candidates[np.arange(len(candidates)), np.argmin(cost, axis=1)].astype(np.int64)
+def _menu(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ascending rises (``_LEFT_OUT`` first, not counted): each headroom x one may
+    choose (0 and the rises; inf where left out) and the empirical P(rise > x) of the row."""
+    width = ordered.shape[1]
+    counted = ordered != _LEFT_OUT
+    m = np.maximum(counted.sum(axis=1), 1)[:, None]
+    zero = np.zeros((ordered.shape[0], 1))
+    candidates = np.concatenate((zero, np.where(counted, ordered, np.inf)), axis=1)
+    above = np.concatenate(((ordered > 0).sum(axis=1)[:, None] / m,
+                            (width - 1 - np.arange(width))[None, :] / m), axis=1)
+    return candidates, above
+
+
+def _choose(menu: tuple[np.ndarray, np.ndarray], price: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the x of the menu that minimises price × P(rise > x) + x (the price one for all or
+    one per row), as int64, and that P."""
+    candidates, above = menu
+    best = np.argmin(np.asarray(price, dtype=float).reshape(-1, 1) * above + candidates, axis=1)
+    rows = np.arange(len(candidates))
+    return candidates[rows, best].astype(np.int64), above[rows, best]
+
+
+def _priced(s: Snapshot, now: np.ndarray, wanted: np.ndarray, menu: tuple[np.ndarray, np.ndarray],
+            top: float, may_leave_short: bool) -> np.ndarray:
+    """The highest price (per VM, in proportion to its weight) at which the targets fit: each VM
+    gets now + the headroom worth that price or, ``may_leave_short``, if it has less than it uses
+    now and growing it costs more than its being short, keeps what it has (a guest does not give up
+    what it uses). What is left makes the cheapest of those whole, then goes to what the others
+    still want, in proportion."""
+    scale = s.weight / 5000.0
+    has = np.clip(s.assigned, s.lower, s.upper)
+    may_stay_short = (now > has) & may_leave_short
+
+    def at(price: float) -> tuple[np.ndarray, np.ndarray]:
+        each = price * scale
+        headroom, risk = _choose(menu, each)
+        keep = np.clip(np.minimum(now + headroom, wanted), s.lower, s.upper)
+        short = may_stay_short & (each + has < each * risk + keep)
+        return np.where(short, has, keep), short
+
+    lo, hi = 0.0, top
+    best, short = at(0.0)
+    for _ in range(20):
+        price = (lo + hi) / 2
+        target, left = at(price)
+        if target.sum() <= s.budget_mib:
+            lo, best, short = price, target, left
+        else:
+            hi = price
+    best = best.astype(np.int64)
+    spare = s.budget_mib - int(best.sum())
+    for i in np.lexsort((np.arange(len(now)), now - has, -s.weight)).tolist():
+        if spare <= 0:
+            break
+        if short[i]:
+            give = min(int(now[i] - best[i]), spare)
+            best[i] += give
+            spare -= give
+    gap = np.maximum(wanted - best, 0)
+    if spare > 0 and gap.sum() > 0:
+        best += np.minimum(gap, np.floor(gap * spare / gap.sum()).astype(np.int64))
+    return best
 
 
 def _fewest_short(s: Snapshot, now: np.ndarray) -> np.ndarray:
