@@ -26,7 +26,7 @@ per VM, balloon and hot-add units. A policy sees only a snapshot, so the history
 its plan (``plan``); it is deterministic, a function of the reports it saw.
 
 The name is not in the log format's policy names (``twin.events.PolicyName``), so a host cannot be
-*recorded* under it yet; ``twin.study`` runs it as a what-if.
+*recorded* under it: ``twin.study`` runs it on traces and ``twin.whatif`` on recorded logs.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ class ForesightParams:
     """Always this much above the forecast (rounding, noise)."""
     shrink_deadband_percent: int = 5
     """The mechanism's shrink dead band for this policy (``BalancerParams``), at least 32 MiB."""
+    sample_ms: int = 300_000
+    """One sample of history at most this often (the trace's 5 minutes): a recorded log reports
+    every second, and its day is still 288 samples."""
 
 
 class Foresight:
@@ -86,6 +89,7 @@ class Foresight:
         """host → rows × samples: each sample's sign against the median of the last ``context``
         samples, itself included (the same ring)."""
         self.count: dict[str, int] = {}
+        self._sampled: dict[str, int] = {}
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
         self._forecast: np.ndarray | None = None
         self._need: np.ndarray | None = None
@@ -98,8 +102,12 @@ class Foresight:
         POLICY_INTERVAL_MS.setdefault(NAME, 1000)
 
     def observe(self, state: HostState, at_ms: int) -> None:
-        """A frame of status reports was folded: remember each VM's demand (row order)."""
+        """Status reports were folded: remember each VM's demand (row order), once a sample."""
         p = self.params
+        last = self._sampled.get(state.name)
+        if last is not None and at_ms - last < p.sample_ms and len(state.vms) == self.history[state.name].shape[0]:
+            return
+        self._sampled[state.name] = at_ms
         size = max(p.window, p.rhythm) + 2
         demand = state.vms.rows[:, Col.DEMAND]
         ring = self.history.get(state.name)

@@ -51,6 +51,7 @@ from .guest import SimulatedGuest
 from .log import decode
 from .policies import POLICY_INTERVAL_MS
 from .state import NO_DATA, Col, HostState, memory_status
+from .study import OWN_POLICIES
 
 __all__ = [
     "SETTING_FIELDS",
@@ -94,6 +95,11 @@ def parse_setting(text: str) -> tuple[str, str, int | bool]:
         raise ValueError(f"--set {text!r}: the value must be a whole number or true/false") from None
 
 
+WHATIF_POLICIES: tuple[str, ...] = (*POLICY_NAMES, "foresight")
+"""The log format's policies and dmtwin's own (``twin.study.OWN_POLICIES``, what-if only; with
+parameters: ``foresight:price_mib=5600,hold=1``)."""
+
+
 @dataclass(frozen=True)
 class Changes:
     """What the what-if changes; None (or empty) keeps what was recorded."""
@@ -105,8 +111,8 @@ class Changes:
     """VM name (or ``*``) → field → value."""
 
     def __post_init__(self) -> None:
-        if self.policy is not None and self.policy not in POLICY_NAMES:
-            raise ValueError(f"policy {self.policy!r}: expected one of {', '.join(POLICY_NAMES)}")
+        if self.policy is not None and self.policy.partition(":")[0] not in WHATIF_POLICIES:
+            raise ValueError(f"policy {self.policy!r}: expected one of {', '.join(WHATIF_POLICIES)}")
 
     def for_vm(self, vm: str) -> dict[str, int | bool]:
         return {**self.settings.get("*", {}), **self.settings.get(vm, {})}
@@ -402,6 +408,8 @@ class _WhatIfRun:
         self._count = 0
         self._policy: dict[str, str] = {}
         self._last_round: dict[str, int] = {}
+        self._own: dict[str, Any] = {}
+        """host → its own policy's object (``twin.study.OWN_POLICIES``), which makes its rounds."""
 
     def feed(self, event: AnyEvent, actual: Twin) -> None:
         """One recorded event, already folded into the actual twin."""
@@ -428,8 +436,13 @@ class _WhatIfRun:
         if isinstance(event, HostJoined):
             total = c.host_mib if c.host_mib is not None else event.total_mib
             reserve = c.reserve_mib if c.reserve_mib is not None else event.reserve_mib
-            self._policy[event.host] = c.policy or event.policy
-            return event.model_copy(update={"policy": c.policy or event.policy, "total_mib": total,
+            policy = c.policy or event.policy
+            base, _, options = policy.partition(":")
+            if base in OWN_POLICIES:  # the log format cannot name it: the host joins as hyperv
+                self._own[event.host] = OWN_POLICIES[base](options)
+                policy = "hyperv"
+            self._policy[event.host] = base
+            return event.model_copy(update={"policy": policy, "total_mib": total,
                                             "reserve_mib": reserve, "chain": None})
         if isinstance(event, BalancerTicked):
             # each policy rounds at its own published interval (``POLICY_INTERVAL_MS``): a recorded
@@ -488,7 +501,7 @@ class _WhatIfRun:
     def _handle(self, event: InputEvent) -> None:
         self.meter.before(event, self.twin)
         try:
-            decisions = self.twin.handle(event)
+            decisions = self._decide(event)
         except Rejected as refused:
             self.result.rejected_whatif.append(f"{event.type} of {event.host}/{getattr(event, 'vm', '-')} "
                                                f"at {event.at_ms}: {refused.reason}")
@@ -505,6 +518,20 @@ class _WhatIfRun:
                 self._count += 1
                 heapq.heappush(self.owed.setdefault(event.host, []),
                                (decision.at_ms + delay, self._count, decision))
+
+    def _decide(self, event: InputEvent) -> list[Decision]:
+        """``Twin.handle``; a round of a host under an own policy is that policy's, which first
+        takes in what the guests reported (``observe``)."""
+        own = self._own.get(event.host) if isinstance(event, BalancerTicked) else None
+        if own is None:
+            return self.twin.handle(event)
+        self.twin.apply(event)
+        state = self.twin.hosts[event.host]
+        own.observe(state, event.at_ms)
+        decisions: list[Decision] = own.plan(state, event.at_ms)
+        for decision in decisions:
+            self.twin.apply(decision)
+        return decisions
 
     def _settle(self, host: str, until_ms: int | None) -> None:
         """Deliver the guests' answers due by ``until_ms`` (all of them if None)."""

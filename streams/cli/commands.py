@@ -338,10 +338,9 @@ def _audit_report(args: argparse.Namespace) -> int:
     checked = _verification(args, measured())
     comparison = None
     if args.whatif_policy == "all":
-        from twin.policies import POLICIES
-        from twin.whatif import compare
+        from twin.whatif import WHATIF_POLICIES, compare
 
-        comparison = compare(lines, list(POLICIES))
+        comparison = compare(lines, list(WHATIF_POLICIES))
     changes = Changes(policy=args.whatif_policy) if args.whatif_policy not in (None, "all") else None
     run = whatif(lines(), changes, record=True)
     allow = {"accept_unsigned": args.accept_unsigned, "accept_unchained": args.accept_unchained}
@@ -363,11 +362,10 @@ def _whatif(args: argparse.Namespace) -> int:
         vm, name, value = parse_setting(text)
         settings.setdefault(vm, {})[name] = value
     if args.policy == "all":
-        from twin.policies import POLICIES
-        from twin.whatif import compare
+        from twin.whatif import WHATIF_POLICIES, compare
 
         base = Changes(host_mib=args.host_mib, reserve_mib=args.reserve_mib, settings=settings)
-        table = compare(_log_source(args, again=True), list(POLICIES), base, response_ms=args.response_ms)
+        table = compare(_log_source(args, again=True), list(WHATIF_POLICIES), base, response_ms=args.response_ms)
         sys.stdout.write(json.dumps(table.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json
                          else table.to_text())
         return 0

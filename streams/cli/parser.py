@@ -130,7 +130,7 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     r = audit.add_parser("report", help="self-contained HTML report: charts per host and VM, decisions")
     r.add_argument("log", help=log_help)
     add_output_option(r, "HTML file to write", required=True)
-    r.add_argument("--whatif-policy", choices=("hyperv", "squeezed", "mom", "esx", "all"),
+    r.add_argument("--whatif-policy", choices=("hyperv", "squeezed", "mom", "esx", "foresight", "all"),
                    help="also compare with a replay under this policy (all: every policy, a table and a plot)")
     r.add_argument("--topic", help=topic_help)
     _add_signature_options(r)
@@ -139,8 +139,9 @@ def _add_audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
     w = sub.add_parser("whatif", help="replay the recorded inputs with another policy, host size or settings")
     w.add_argument("log", help=log_help)
-    w.add_argument("--policy", choices=("hyperv", "squeezed", "mom", "esx", "all"),
-                   help="every host's balancer policy, or all: every policy on the same log, one table and a plot")
+    w.add_argument("--policy", choices=("hyperv", "squeezed", "mom", "esx", "foresight", "all"),
+                   help="every host's balancer policy (foresight: dmtwin's own), or all: every policy on the "
+                        "same log, one table and a plot")
     w.add_argument("--host-mib", type=int, metavar="N", help="every host's total memory")
     w.add_argument("--reserve-mib", type=int, metavar="N", help="every host's reserve")
     w.add_argument("--set", action="append", default=[], metavar="VM.field=value",

@@ -92,6 +92,21 @@ def test_every_policy_on_the_same_log_in_one_table():
                                                                   "peak_gib", "saved_percent", "operations"}
 
 
+def test_dmtwins_own_policy_decides_in_the_what_if_and_is_in_the_table():
+    from twin.whatif import WHATIF_POLICIES, compare
+
+    lines = chained(fleet(os="windows"))
+    result = whatif(lines, Changes(policy="foresight:price_mib=4096,hold=1"), record=True)
+    reasons = {d.reason.split(":")[0] for ds in result.whatif.decisions.values() for d in ds if hasattr(d, "reason")}
+    assert reasons == {"foresight"}
+    assert result.rejected_whatif == []
+    assert "foresight" in WHATIF_POLICIES
+    table = compare(lambda: iter(lines), ["hyperv", "foresight"])
+    assert [name for name, _ in table.rows] == ["recorded", "hyperv", "foresight"]
+    with pytest.raises(ValueError, match="'nope': expected one of hyperv, squeezed, mom, esx, foresight"):
+        Changes(policy="nope")
+
+
 def test_mom_rounds_every_ten_seconds_of_the_recorded_ticks():
     result = whatif(steady(), Changes(policy="mom"), record=True)
     rounds = result.whatif.host_series["h"].t
