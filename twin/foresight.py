@@ -84,11 +84,16 @@ class Foresight:
     def __init__(self, params: ForesightParams | None = None) -> None:
         self.params = params or ForesightParams()
         self.history: dict[str, np.ndarray] = {}
-        """host → rows × samples of reported demand (ring, newest at ``count − 1``)."""
+        """host → rows × samples of reported demand (ring, newest at ``count − 1``; rows as in
+        ``names``)."""
         self.situation: dict[str, np.ndarray] = {}
         """host → rows × samples: each sample's sign against the median of the last ``context``
         samples, itself included (the same ring)."""
         self.count: dict[str, int] = {}
+        self.names: dict[str, list[str]] = {}
+        """host → its VMs, in the history's row order (the table's, when last seen)."""
+        self.unseen: dict[str, np.ndarray] = {}
+        """host → per row: no report seen yet."""
         self._sampled: dict[str, int] = {}
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
         self._forecast: np.ndarray | None = None
@@ -102,26 +107,49 @@ class Foresight:
         POLICY_INTERVAL_MS.setdefault(NAME, 1000)
 
     def observe(self, state: HostState, at_ms: int) -> None:
-        """Status reports were folded: remember each VM's demand (row order), once a sample."""
+        """Status reports were folded: remember each VM's demand, once a sample. The history is
+        kept by VM name: a VM that starts keeps the others' history, and a VM's past before its
+        first report is that report (no rise from nothing)."""
         p = self.params
-        last = self._sampled.get(state.name)
-        if last is not None and at_ms - last < p.sample_ms and len(state.vms) == self.history[state.name].shape[0]:
+        host, names = state.name, state.vms.names
+        last = self._sampled.get(host)
+        if last is not None and at_ms - last < p.sample_ms and self.names[host] == names:
             return
-        self._sampled[state.name] = at_ms
-        size = max(p.window, p.rhythm) + 2
+        self._sampled[host] = at_ms
+        if self.names.get(host) != names:
+            self._rename(host, list(names))
+        ring, n = self.history[host], self.count[host]
+        size = ring.shape[1]
         demand = state.vms.rows[:, Col.DEMAND]
-        ring = self.history.get(state.name)
-        if ring is None or ring.shape[0] != len(demand):
-            ring = self.history[state.name] = np.zeros((len(demand), size), dtype=np.int64)
-            self.situation[state.name] = np.zeros((len(demand), size), dtype=np.int8)
-            self.count[state.name] = 0
-        n = self.count[state.name]
-        ring[:, n % size] = np.maximum(demand, 0)
+        known = demand != NO_DATA
+        value = np.maximum(np.where(known, demand, ring[:, (n - 1) % size]), 0)
+        ring[:, n % size] = value
+        first = self.unseen[host] & known
+        if first.any():  # its first report: that is its past too
+            ring[first] = value[first, None]
+            self.unseen[host] &= ~known
         if p.context:
             recent = ring[:, [(n - j) % size for j in range(min(n + 1, p.context))]]
-            self.situation[state.name][:, n % size] = np.sign(ring[:, n % size] - np.median(recent, axis=1))
-        self.count[state.name] = n + 1
-        self._cache[state.name] = self.forecast(state.name)
+            self.situation[host][:, n % size] = np.sign(ring[:, n % size] - np.median(recent, axis=1))
+        self.count[host] = n + 1
+        self._cache[host] = self.forecast(host)
+
+    def _rename(self, host: str, names: list[str]) -> None:
+        """The host's VMs changed: the same history for the VMs that stay, by name."""
+        p = self.params
+        size = max(p.window, p.rhythm) + 2
+        ring = np.zeros((len(names), size), dtype=np.int64)
+        situation = np.zeros((len(names), size), dtype=np.int8)
+        unseen = np.ones(len(names), dtype=bool)
+        before = {name: i for i, name in enumerate(self.names.get(host, []))}
+        for i, name in enumerate(names):
+            j = before.get(name)
+            if j is not None:
+                ring[i], situation[i], unseen[i] = (self.history[host][j], self.situation[host][j],
+                                                    self.unseen[host][j])
+        self.history[host], self.situation[host], self.unseen[host] = ring, situation, unseen
+        self.names[host] = names
+        self.count.setdefault(host, 0)
 
     def forecast(self, host: str) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Per row: what the VM uses now, the forecast of its next sample, and the ``_menu`` of its
@@ -152,8 +180,11 @@ class Foresight:
 
     def plan(self, state: HostState, at_ms: int, policy: str = NAME) -> list:
         """The balancer's round with this policy's targets (``twin.study`` calls it as its plan)."""
-        if state.name not in self.history:
+        if not self.count.get(state.name):  # nothing seen yet
             return balancer.plan(state, at_ms, "hyperv")
+        if self.names[state.name] != state.vms.names:  # a VM started or stopped since the last sample
+            self._rename(state.name, list(state.vms.names))
+            self._cache[state.name] = self.forecast(state.name)
         rows = state.vms.rows
         self._need, self._forecast, self._menu = self._cache[state.name]
         self._rows = np.flatnonzero((rows[:, Col.PENDING] == Pending.NONE) & (rows[:, Col.DM_ENABLED] == 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from twin.events import BalancerTicked, BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested
+from twin.events import BalancerTicked, BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested, VmStopped
 from twin.foresight import Foresight, ForesightParams
 from twin.invariants import violations
 
@@ -134,3 +134,19 @@ def test_under_contention_the_price_leaves_one_vm_short_so_that_the_others_keep_
     # ones have no room for their next rise; with: they are ready for it, and the big one stays short
     assert all(got[0][vm] < 1500 for vm in ("s1", "s2", "s3")) and got[0]["big"] >= 4500
     assert all(got[1][vm] >= 1500 for vm in ("s1", "s2", "s3")) and got[1]["big"] < 4000
+
+
+def test_a_vm_that_starts_later_keeps_the_others_history_and_has_no_rise_from_nothing():
+    twin = host(total_mib=40_000, reserve_mib=1000)
+    f = Foresight(ForesightParams(window=12, rhythm=0, hold=1, context=0, price_mib=100_000))
+    for vm in ("calm", "gone", "jumpy"):
+        start(twin, vm, startup=2048, maximum=16384)
+    at = feed(twin, f, {"calm": [2000] * 12, "gone": [2000] * 12, "jumpy": [2000, 2600] * 6})
+    twin.apply(VmStopped(at_ms=at + 10_000, host=HOST, vm="gone"))  # jumpy takes its row in the table
+    start(twin, "late", startup=2048, maximum=16384, at_ms=at + 20_000)
+    GUESTS[id(twin)][1]["late"] = SimulatedGuest(HOST, "late", "windows", 2048)
+    feed(twin, f, {"calm": [2000] * 3, "jumpy": [2000, 2600, 2000], "late": [6000] * 3}, first=12)
+    state = twin.hosts[HOST]
+    assert state.vm("jumpy").assigned_mib >= 2600  # its own rises are still known: ready for the next
+    assert 6000 <= state.vm("late").assigned_mib < 6500  # it began at 6000: no rise from 0 to learn
+    assert violations(state) == []
