@@ -73,7 +73,7 @@ def report(paths: list[str], hosts: int | None = None) -> int:
     reference = reference_rows(REFERENCE.read_text(), 10) if REFERENCE.exists() and hosts == 10 else {}
     print(f"July study: 500 VMs, 7 days at trace time, 10 hosts; {hosts} of 10 hosts run"
           + ("" if hosts == 10 else " (totals over those hosts only: the reference's rows, for all 10, are left out)"))
-    print(format_table(rows, reference))
+    print(format_table(rows, reference, goal=True))
     return 0
 
 
@@ -124,7 +124,7 @@ def main() -> int:
     rows = [{**merge(parts[run]).as_dict(), "capacity": run[0]} for run in runs]
     reference = reference_rows(REFERENCE.read_text(), 10) if REFERENCE.exists() else {}
     print(f"July study: 500 VMs, 7 days at trace time, 10 hosts ({args.hosts_run} run)")
-    print(format_table(rows, reference))
+    print(format_table(rows, reference, goal=True))
     events = sum(r["events"] for r in rows)
     print(f"wall time {elapsed:.1f} s with {args.jobs} processes; {events:,} events folded, "
           f"{events / elapsed:,.0f} events/s")

@@ -443,11 +443,12 @@ def reference_rows(text: str, hosts: int) -> dict[tuple[str, float], dict[str, f
     return out
 
 
-def format_table(rows: list[dict[str, Any]], reference: dict[tuple[str, float], dict[str, float]] | None = None
-                 ) -> str:
+def format_table(rows: list[dict[str, Any]], reference: dict[tuple[str, float], dict[str, float]] | None = None,
+                 goal: bool = False) -> str:
     """Rows of ``PolicyResult.as_dict()`` (+ ``capacity``), by capacity; each followed by the
     reference's row for the same policy and capacity if there is one; then how the policies of
-    dmtwin's own compare with the best peer (the issue's goal: ≤ 0.7× its Warning at ≤ its memory)."""
+    dmtwin's own compare with the best peer (the fewest Warning hours), and with ``goal`` the
+    July study's goal beside it (≤ 0.7× its Warning at ≤ its memory)."""
     reference = reference or {}
     out = []
     w = max([10] + [len(r["policy"]) + 2 for r in rows])
@@ -470,6 +471,7 @@ def format_table(rows: list[dict[str, Any]], reference: dict[tuple[str, float], 
             for r in ours:
                 if r["policy"] not in PEERS and best["warning_vm_h"] and best["mean_gib"]:
                     out.append(f"  {r['policy']} against the best peer ({best['policy']}): Warning "
-                               f"{r['warning_vm_h'] / best['warning_vm_h']:.2f}x (goal ≤ 0.70x), mean memory "
-                               f"{r['mean_gib'] / best['mean_gib']:.2f}x (goal ≤ 1.00x)")
+                               f"{r['warning_vm_h'] / best['warning_vm_h']:.2f}x{' (goal ≤ 0.70x)' if goal else ''}, "
+                               f"mean memory {r['mean_gib'] / best['mean_gib']:.3f}x"
+                               f"{' (goal ≤ 1.000x)' if goal else ''}")
     return "\n".join(out) + "\n"
