@@ -256,17 +256,19 @@ def _comparison(table: Comparison) -> str:
     ys = [v["warning_h"] for _, v in table.rows]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-    dots = "".join(
-        f'<circle cx="{pad + (x - x0) / (x1 - x0) * (w - 2 * pad):.1f}" cy="{h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad):.1f}"'
-        f' r="4" fill="#1f77b4"/><text x="{pad + (x - x0) / (x1 - x0) * (w - 2 * pad) + 6:.1f}" '
-        f'y="{h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad) - 6:.1f}" font-size="11">{escape(name)}</text>'
-        for (name, _), x, y in zip(table.rows, xs, ys))
+    points: dict[tuple[float, float], list[str]] = {}  # runs at the same place share one dot and label
+    for (name, _), x, y in zip(table.rows, xs, ys):
+        at = (round(pad + (x - x0) / (x1 - x0) * (w - 2 * pad), 1), round(h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad), 1))
+        points.setdefault(at, []).append(name)
+    dots = "".join(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="#1f77b4"/><text x="{cx + 6:.1f}" '
+                   f'y="{cy - 6:.1f}" font-size="11">{escape(", ".join(names))}</text>'
+                   for (cx, cy), names in points.items())
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
            f'aria-label="Warning VM-hours against mean memory">'
            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>'
            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>'
            f'<text x="{w / 2}" y="{h - 12}" font-size="11" text-anchor="middle">mean GiB ({x0:.1f} – {x1:.1f})</text>'
-           f'<text x="12" y="{pad - 12}" font-size="11">Warning VM-h ({y0:.2f} – {y1:.2f})</text>{dots}</svg>')
+           f'<text x="12" y="16" font-size="11">Warning VM-h ({y0:.2f} – {y1:.2f})</text>{dots}</svg>')
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in table.notes)
     return (f"<h2>Every policy on this log</h2>{notes}<table><tr><th class=l>run</th>"
             + "".join(f"<th>{escape(c)}</th>" for c in head) + f"</tr>{rows}</table>{svg}")
