@@ -31,7 +31,7 @@ The name is not in the log format's policy names (``twin.events.PolicyName``), s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -76,6 +76,24 @@ class ForesightParams:
     sample_ms: int = 300_000
     """One sample of history at most this often (the trace's 5 minutes): a recorded log reports
     every second, and its day is still 288 samples."""
+
+
+    @classmethod
+    def parse(cls, text: str) -> ForesightParams:
+        """``price_mib=5600,hold=1`` (what follows ``foresight:``); ValueError naming a knob or a
+        value that is not one."""
+        names = [f.name for f in fields(cls)]
+        values: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, _, raw = item.partition("=")
+            key = key.strip()
+            if key not in names:
+                raise ValueError(f"foresight parameter {key!r}: expected one of {', '.join(names)}")
+            try:
+                values[key] = int(raw)
+            except ValueError:
+                raise ValueError(f"foresight parameter {key}={raw.strip()!r}: expected a whole number") from None
+        return cls(**values)
 
 
 class Foresight:

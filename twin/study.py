@@ -199,11 +199,7 @@ PlanFn = Callable[[HostState, int, str], list[Decision]]
 def _foresight(options: str = "") -> Any:
     from .foresight import Foresight, ForesightParams
 
-    values: dict[str, Any] = {}
-    for item in filter(None, options.split(",")):
-        key, _, raw = item.partition("=")
-        values[key.strip()] = float(raw) if "." in raw else int(raw)
-    return Foresight(ForesightParams(**values))
+    return Foresight(ForesightParams.parse(options))
 
 
 OWN_POLICIES: dict[str, Callable[..., Any]] = {"foresight": _foresight}

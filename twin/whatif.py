@@ -113,6 +113,8 @@ class Changes:
     def __post_init__(self) -> None:
         if self.policy is not None and self.policy.partition(":")[0] not in WHATIF_POLICIES:
             raise ValueError(f"policy {self.policy!r}: expected one of {', '.join(WHATIF_POLICIES)}")
+        if self.policy is not None and self.policy.partition(":")[0] in OWN_POLICIES:
+            OWN_POLICIES[self.policy.partition(":")[0]](self.policy.partition(":")[2])  # its parameters
 
     def for_vm(self, vm: str) -> dict[str, int | bool]:
         return {**self.settings.get("*", {}), **self.settings.get(vm, {})}

@@ -105,6 +105,8 @@ def test_dmtwins_own_policy_decides_in_the_what_if_and_is_in_the_table():
     assert [name for name, _ in table.rows] == ["recorded", "hyperv", "foresight"]
     with pytest.raises(ValueError, match="'nope': expected one of hyperv, squeezed, mom, esx, foresight"):
         Changes(policy="nope")
+    with pytest.raises(ValueError, match="foresight parameter 'hlod': expected one of window, price_mib, hold"):
+        Changes(policy="foresight:hlod=1")
 
 
 def test_mom_rounds_every_ten_seconds_of_the_recorded_ticks():

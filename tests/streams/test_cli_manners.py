@@ -151,6 +151,16 @@ def test_a_malformed_broker_address_names_the_flag(capsys: pytest.CaptureFixture
                                        "(or kafka://HOST:PORT), e.g. localhost:9092\n")
 
 
+@pytest.mark.parametrize("policy, error", [
+    ("foresight:bogus=1", "foresight parameter 'bogus': expected one of window, price_mib, hold, rhythm, context, "
+                          "context_min, sacrifice, margin_percent, shrink_deadband_percent, sample_ms"),
+    ("foresight:price_mib=abc", "foresight parameter price_mib='abc': expected a whole number")])
+def test_a_bad_parameter_of_dmtwins_own_policy_names_it_before_any_work(policy: str, error: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "bitbrains", "--vms", "2", "--steps", "2", "--policy", policy]) == 2
+    assert capsys.readouterr().err == f"dmtwin study: --policy {policy}: {error}\n"
+
+
 # --- files, scenarios, settings ----------------------------------------------------------------
 
 def test_a_missing_file_is_one_line_without_traceback(tmp_path: Path) -> None:
