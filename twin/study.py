@@ -57,7 +57,7 @@ from .state import NO_DATA, Col, HostState
 __all__ = ["StudyVm", "Study", "PolicyResult", "study_of_grid", "run_policy", "run_study",
            "POLICY_INTERVAL_MS", "Packing", "merge", "host_result", "p95_sum_mib",
            "reference_rows", "format_table", "STUDY_COLUMNS",
-           "OWN_POLICIES", "STUDY_POLICIES"]
+           "OWN_POLICIES", "STUDY_POLICIES", "own_policy"]
 
 Packing = Literal["round-robin", "first-fit"]
 START_MS = 1_372_629_600_000
@@ -206,7 +206,15 @@ OWN_POLICIES: dict[str, Callable[..., Any]] = {"foresight": _foresight}
 """Policies of dmtwin's own that learn from history: each host's run gets a fresh one (an object
 with ``plan`` and ``observe``). Not in the log format's policy names: what-if only. A name may
 carry parameters: ``foresight:price_mib=4096,hold=1`` (``twin.foresight.ForesightParams``)."""
-STUDY_POLICIES = ("hyperv", "squeezed", "mom", "esx", "foresight")
+STUDY_POLICIES = ("hyperv", "squeezed", "mom", "esx", *OWN_POLICIES)
+
+
+def own_policy(spec: str) -> Any | None:
+    """A fresh object of the policy of dmtwin's own that ``spec`` names, with its parameters
+    (``foresight:price_mib=5600,hold=1``, ``+giveup`` aside), or None for a peer's policy; a
+    ValueError names a parameter that is not one."""
+    base, _, options = spec.removesuffix("+giveup").partition(":")
+    return OWN_POLICIES[base](options) if base in OWN_POLICIES else None
 
 
 def run_host(study: Study, host: int, policy: str, result: PolicyResult,
@@ -219,11 +227,10 @@ def run_host(study: Study, host: int, policy: str, result: PolicyResult,
     give_up = None
     if policy.endswith("+giveup"):
         policy = policy[: -len("+giveup")]
-    base, _, options = policy.partition(":")
-    if plan is None and base in OWN_POLICIES:
-        own = OWN_POLICIES[base](options)
+    own = own_policy(policy) if plan is None else None
+    if own is not None:
         plan, observe = own.plan, own.observe
-        policy = base
+        policy = policy.partition(":")[0]
     plan = plan or (lambda state, at_ms, name: balancer.plan(state, at_ms, name))
     if label.endswith("+giveup"):
         from .giveup import GiveUp

@@ -51,7 +51,7 @@ from .guest import SimulatedGuest
 from .log import decode
 from .policies import POLICY_INTERVAL_MS
 from .state import NO_DATA, Col, HostState, memory_status
-from .study import OWN_POLICIES
+from .study import OWN_POLICIES, own_policy
 
 __all__ = [
     "SETTING_FIELDS",
@@ -95,7 +95,7 @@ def parse_setting(text: str) -> tuple[str, str, int | bool]:
         raise ValueError(f"--set {text!r}: the value must be a whole number or true/false") from None
 
 
-WHATIF_POLICIES: tuple[str, ...] = (*POLICY_NAMES, "foresight")
+WHATIF_POLICIES: tuple[str, ...] = (*POLICY_NAMES, *OWN_POLICIES)
 """The log format's policies and dmtwin's own (``twin.study.OWN_POLICIES``, what-if only; with
 parameters: ``foresight:price_mib=5600,hold=1``)."""
 
@@ -113,8 +113,8 @@ class Changes:
     def __post_init__(self) -> None:
         if self.policy is not None and self.policy.partition(":")[0] not in WHATIF_POLICIES:
             raise ValueError(f"policy {self.policy!r}: expected one of {', '.join(WHATIF_POLICIES)}")
-        if self.policy is not None and self.policy.partition(":")[0] in OWN_POLICIES:
-            OWN_POLICIES[self.policy.partition(":")[0]](self.policy.partition(":")[2])  # its parameters
+        if self.policy is not None:
+            own_policy(self.policy)  # refuses a parameter that is not one
 
     def for_vm(self, vm: str) -> dict[str, int | bool]:
         return {**self.settings.get("*", {}), **self.settings.get(vm, {})}
@@ -439,11 +439,11 @@ class _WhatIfRun:
             total = c.host_mib if c.host_mib is not None else event.total_mib
             reserve = c.reserve_mib if c.reserve_mib is not None else event.reserve_mib
             policy = c.policy or event.policy
-            base, _, options = policy.partition(":")
-            if base in OWN_POLICIES:  # the log format cannot name it: the host joins as hyperv
-                self._own[event.host] = OWN_POLICIES[base](options)
+            own = own_policy(policy)
+            self._policy[event.host] = policy.partition(":")[0]
+            if own is not None:  # the log format cannot name it: the host joins as hyperv
+                self._own[event.host] = own
                 policy = "hyperv"
-            self._policy[event.host] = base
             return event.model_copy(update={"policy": policy, "total_mib": total,
                                             "reserve_mib": reserve, "chain": None})
         if isinstance(event, BalancerTicked):

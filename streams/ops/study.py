@@ -76,16 +76,14 @@ def study_main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"dmtwin study: no policy {', '.join(unknown)} (there are {', '.join(POLICIES)})", file=sys.stderr)
         return 2
-    from twin.study import OWN_POLICIES
+    from twin.study import own_policy
 
     for policy in policies:  # parameters of dmtwin's own policies: refused before any work
-        base, _, options = policy.removesuffix("+giveup").partition(":")
-        if base in OWN_POLICIES:
-            try:
-                OWN_POLICIES[base](options)
-            except ValueError as error:
-                print(f"dmtwin study: --policy {policy}: {error}", file=sys.stderr)
-                return 2
+        try:
+            own_policy(policy)
+        except ValueError as error:
+            print(f"dmtwin study: --policy {policy}: {error}", file=sys.stderr)
+            return 2
     capacities = [None] if args.capacity_mib else (args.capacity or [1.0])
     key = (args.path, args.steps, args.vms, args.hosts, args.capacity_mib, args.packing, args.minimum_mib,
            args.startup_mib, args.buffer_percent)
