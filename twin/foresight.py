@@ -281,14 +281,7 @@ def _priced(s: Snapshot, now: np.ndarray, wanted: np.ndarray, menu: tuple[np.nda
         else:
             hi = price
     best = best.astype(np.int64)
-    spare = s.budget_mib - int(best.sum())
-    for i in np.lexsort((np.arange(len(now)), now - has, -s.weight)).tolist():
-        if spare <= 0:
-            break
-        if short[i]:
-            give = min(int(now[i] - best[i]), spare)
-            best[i] += give
-            spare -= give
+    spare = _make_whole(best, np.where(short, now - has, 0), s.budget_mib - int(best.sum()), s.weight)
     gap = np.maximum(wanted - best, 0)
     if spare > 0 and gap.sum() > 0:
         best += np.minimum(gap, np.floor(gap * spare / gap.sum()).astype(np.int64))
@@ -299,12 +292,17 @@ def _fewest_short(s: Snapshot, now: np.ndarray) -> np.ndarray:
     """Everyone at its lower bound, then whole VMs in order of weight (highest first) and of what
     they lack (least first), then a part for the next: as few VMs short as the budget allows."""
     target = s.lower.copy()
-    lack = np.maximum(now - s.lower, 0)
-    left = s.budget_mib - int(target.sum())
-    for i in np.lexsort((np.arange(len(lack)), lack, -s.weight)).tolist():
+    _make_whole(target, np.maximum(now - s.lower, 0), s.budget_mib - int(target.sum()), s.weight)
+    return target
+
+
+def _make_whole(target: np.ndarray, lack: np.ndarray, left: int, weight: np.ndarray) -> int:
+    """Give each VM what it ``lack``s, in order of weight (highest first) and of lack (least
+    first), while ``left`` lasts, the last one a part (``target`` in place); what is left."""
+    for i in np.lexsort((np.arange(len(lack)), lack, -weight)).tolist():
         if left <= 0:
             break
         give = min(int(lack[i]), left)
         target[i] += give
         left -= give
-    return target
+    return left
