@@ -22,6 +22,7 @@ from twin.balancer import plan  # noqa: E402
 from twin.engine import Twin  # noqa: E402
 from twin.events import (  # noqa: E402
     EVENT_ADAPTER,
+    BalancerRound,
     FrameReport,
     GuestStatusReported,
     InputEvent,
@@ -29,6 +30,7 @@ from twin.events import (  # noqa: E402
     HostJoined,
     MemorySettings,
     VmStarted,
+    trusted,
 )
 from twin.log import encode, replay  # noqa: E402
 from twin.scenario import Scenario, simulate  # noqa: E402
@@ -60,6 +62,25 @@ def time_round(vms: int, steady: bool) -> tuple[float, int]:
         decisions = plan(state, 61_500)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples), len(decisions)
+
+
+def time_made_round(vms: int) -> tuple[float, float]:
+    """A busy round's decisions made into events (as the audit tools read them), and its log
+    line: the costs ``plan`` leaves to those who need them (``twin.decisions``)."""
+    twin = host_with(vms)
+    state = twin.hosts["h"]
+    repeats = max(5, min(2000, 200_000 // vms))
+    made, text = [], []
+    for _ in range(repeats):
+        decisions = plan(state, 61_500)
+        start = time.perf_counter()
+        decisions.events()
+        made.append(time.perf_counter() - start)
+        entry = trusted(BalancerRound, at_ms=61_500, host="h", decisions=plan(state, 61_500))
+        start = time.perf_counter()
+        entry.model_dump_json()
+        text.append(time.perf_counter() - start)
+    return statistics.median(made), statistics.median(text)
 
 
 def time_full_round(vms: int, steady: bool) -> float:
@@ -159,6 +180,11 @@ def main() -> None:
         for vms in (12, 1_000, 10_000):
             print(f"  Twin.round (plan, fold its decisions, the entry), {vms:>6} VMs: "
                   f"{time_full_round(vms, steady) * 1e3:8.3f} ms")
+        if not steady:
+            for vms in (1_000, 10_000):
+                made, text = time_made_round(vms)
+                print(f"  {vms:>6} VMs, left to who needs them: the decisions as events {made * 1e3:.3f} ms, "
+                      f"the round's log line {text * 1e3:.3f} ms")
 
     rate, entries = fold_and_balance_rate(args.hosts, args.seconds)
     print(f"fold + balance in process (Twin.ingest, {args.hosts} hosts × 12 VMs, a frame per host per second, "

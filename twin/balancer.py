@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .decide import balloon_requests, growth_requests
+from .decisions import Decisions
 from .events import (
     BalloonTargetSet,
     MemoryAdditionRequested,
@@ -166,10 +167,12 @@ def assess(state: HostState, at_ms: int, policy: str | None = None) -> Assessmen
                       shrink_band, lasted, shrink, pressure, order)
 
 
-def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decision]:
-    """Decisions of one round on ``state`` at event time ``at_ms`` (sequence numbers assigned)."""
+def plan(state: HostState, at_ms: int, policy: str | None = None) -> Decisions:
+    """Decisions of one round on ``state`` at event time ``at_ms`` (sequence numbers assigned), as
+    rows that are made into events when asked for (``twin.decisions``)."""
     a = assess(state, at_ms, policy)
-    decisions: list[Decision] = list(a.ending)
+    decisions = Decisions(state.name, at_ms, a.policy)
+    decisions.head += a.ending
     if a.snapshot is None:
         return decisions
     name, params, free, idx, s = a.policy, a.params, a.free_mib, a.idx, a.snapshot
@@ -182,16 +185,16 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> list[Decisi
     growing = a.order[want[a.order] > 0]
     room = np.minimum(sub[:, Col.MAXIMUM] - assigned - paged, params.max_add_mib)
     host = np.zeros(len(growing), dtype=np.int64)
-    decisions += [d for _, d in growth_requests(
-        name, [state], [at_ms], [free], params.max_add_mib, host, idx[growing], want[growing],
+    decisions.rows += [row for _, row in growth_requests(
+        [state], [free], params.max_add_mib, host, idx[growing], want[growing],
         assigned[growing], demand[growing], pressure[growing], (visible - assigned - paged)[growing],
         sub[growing, Col.ALIGNMENT], room[growing], names)]
 
     unit = params.balloon_unit_mib
     remove = np.minimum(assigned - target, params.max_balloon_mib) // unit * unit
     shrinking = np.flatnonzero(a.shrink & (remove > 0))
-    decisions += [d for _, d in balloon_requests(
-        name, [state], [at_ms], ["host short" if a.host_short else "surplus"], np.zeros(len(shrinking), dtype=np.int64),
+    decisions.rows += [row for _, row in balloon_requests(
+        [state], ["host short" if a.host_short else "surplus"], np.zeros(len(shrinking), dtype=np.int64),
         idx[shrinking], remove[shrinking], assigned[shrinking], demand[shrinking], pressure[shrinking],
         target[shrinking], paged[shrinking], names)]
     return decisions

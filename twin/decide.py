@@ -7,8 +7,8 @@ depend on how much is left. So the amounts are computed for all VMs at once with
 and only from a host's first VM that could not get its whole request on does a plain loop count
 the rest out, as one would one VM at a time: the same amounts, bit for bit.
 
-The decisions are built from values the round has already bounded (``events.built``): a
-validating constructor per decision cost most of a busy round.
+The requests are rows of plain values (``twin.decisions``): an event object per decision, even
+one built without validation, cost most of a busy round.
 """
 
 from __future__ import annotations
@@ -17,25 +17,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .events import SCHEMA_VERSION, BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested, built
+from .decisions import BALLOON, HOT_ADD, UNBALLOON, Row
 from .state import HostState
 
-__all__ = ["growth_requests", "balloon_requests", "reason"]
+__all__ = ["growth_requests", "balloon_requests"]
 
 
-def reason(policy: str, demand: int, assigned: int, pressure: int, target: int, why: str) -> str:
-    """A decision's reason, in words."""
-    return (f"{policy}: {why}; demand {demand} MiB, assigned {assigned} MiB, "
-            f"pressure {pressure}%, target {target} MiB")
-
-
-def growth_requests(policy: str, states: Sequence[HostState], at: Sequence[int], free: list[int], max_add: int,
-         of: np.ndarray, i: np.ndarray, wanted: np.ndarray, held: np.ndarray, needs: np.ndarray,
-         pressure: np.ndarray, ballooned: np.ndarray, align: np.ndarray, room: np.ndarray,
-         names: Sequence[str], at_once: int = 16) -> list[tuple[int, UnballoonRequested | MemoryAdditionRequested]]:
-    """The growth requests, as (host, decision) in the order given (sorted by host, then growth
-    order). Arrays are over the VMs that want to grow: ``of`` their host (an index into ``states``,
-    ``at``, ``free``), ``i`` their row in ``names``. Counts each host's ``free`` down (in place).
+def growth_requests(states: Sequence[HostState], free: list[int], max_add: int, of: np.ndarray, i: np.ndarray,
+                    wanted: np.ndarray, held: np.ndarray, needs: np.ndarray, pressure: np.ndarray,
+                    ballooned: np.ndarray, align: np.ndarray, room: np.ndarray, names: Sequence[str],
+                    at_once: int = 16) -> list[tuple[int, Row]]:
+    """The growth requests, as (host, row) in the order given (sorted by host, then growth
+    order). Arrays are over the VMs that want to grow: ``of`` their host (an index into ``states``
+    and ``free``), ``i`` their row in ``names``. Counts each host's ``free`` down (in place).
 
     A VM gets ``min(wanted, free, max_add)``: first back from its balloon, else hot-added in
     multiples of its alignment, at most ``room``; a VM whose hot-add rounds to nothing gets
@@ -43,7 +37,7 @@ def growth_requests(policy: str, states: Sequence[HostState], at: Sequence[int],
     one at a time throughout (the same amounts)."""
     n = len(of)
     if n < at_once:  # a few requests: numpy's per-call cost is more than the loop's
-        made = (_one_growth(policy, states[h], at[h], free, h, j, max_add, i, wanted, held, needs, pressure,
+        made = (_one_growth(states[h], free, h, j, max_add, i, wanted, held, needs, pressure,
                             ballooned, align, room, names) for j, h in enumerate(of.tolist()))
         return [(h, d) for h, d in zip(of.tolist(), made) if d is not None]
     cap = np.minimum(wanted, max_add)
@@ -59,27 +53,26 @@ def growth_requests(policy: str, states: Sequence[HostState], at: Sequence[int],
     np.minimum.at(stop, of[short], np.flatnonzero(short))
     exact = np.arange(n) < stop[of]
 
-    out: list[tuple[int, UnballoonRequested | MemoryAdditionRequested]] = []
+    out: list[tuple[int, Row]] = []
     granted = exact & (amount > 0)
     columns = (of, i, amount, wanted, held, needs, pressure, unballoon)
     for h, row, got, want, had, need, press, back in zip(*(c[granted].tolist() for c in columns)):
-        out.append((h, _growth(policy, states[h], at[h], names[row], back, got, want, had, need, press)))
+        out.append((h, _growth(states[h], names[row], back, got, want, had, need, press)))
     free[:] = (np.asarray(free, dtype=np.int64) - np.bincount(of[exact], weights=amount[exact],
                                                                minlength=len(free)).astype(np.int64)).tolist()
     ends = np.searchsorted(of, np.arange(len(free)), side="right").tolist()
     for h in np.flatnonzero(stop < n).tolist():  # the hosts that ran short: the rest one VM at a time
         for j in range(int(stop[h]), ends[h]):
-            decision = _one_growth(policy, states[h], at[h], free, h, j, max_add, i, wanted, held, needs,
-                                   pressure, ballooned, align, room, names)
+            decision = _one_growth(states[h], free, h, j, max_add, i, wanted, held, needs, pressure,
+                                   ballooned, align, room, names)
             if decision is not None:
                 out.append((h, decision))
     return out
 
 
-def _one_growth(policy: str, state: HostState, at_ms: int, free: list[int], h: int, j: int, max_add: int,
-                i: np.ndarray, wanted: np.ndarray, held: np.ndarray, needs: np.ndarray, pressure: np.ndarray,
-                ballooned: np.ndarray, align: np.ndarray, room: np.ndarray, names: Sequence[str]
-                ) -> UnballoonRequested | MemoryAdditionRequested | None:
+def _one_growth(state: HostState, free: list[int], h: int, j: int, max_add: int, i: np.ndarray,
+                wanted: np.ndarray, held: np.ndarray, needs: np.ndarray, pressure: np.ndarray,
+                ballooned: np.ndarray, align: np.ndarray, room: np.ndarray, names: Sequence[str]) -> Row | None:
     """VM ``j``'s growth counted against what its host has left, one VM at a time."""
     left = free[h]
     if left <= 0:
@@ -97,41 +90,25 @@ def _one_growth(policy: str, state: HostState, at_ms: int, free: list[int], h: i
         if amount <= 0:
             return None
     free[h] = left - amount
-    return _growth(policy, state, at_ms, names[int(i[j])], back, amount, want, int(held[j]), int(needs[j]),
+    return _growth(state, names[int(i[j])], back, amount, want, int(held[j]), int(needs[j]),
                    int(pressure[j]))
 
 
-def _growth(policy: str, state: HostState, at_ms: int, vm: str, back: bool, amount: int, want: int,
-            held: int, needs: int, press: int) -> UnballoonRequested | MemoryAdditionRequested:
-    why = reason(policy, needs, held, press, held + want, "short of memory" if needs > held else "below ideal")
-    kind = UnballoonRequested if back else MemoryAdditionRequested  # ballooned pages go back first (§1.5)
-    return _request(kind, state, at_ms, vm, amount, held + amount, why)  # type: ignore[return-value]
+def _growth(state: HostState, vm: str, back: bool, amount: int, want: int, held: int, needs: int,
+            press: int) -> Row:
+    why = "short of memory" if needs > held else "below ideal"
+    kind = UNBALLOON if back else HOT_ADD  # ballooned pages go back first (§1.5)
+    return (kind, vm, state.last_seq.get(vm, 0) + 1, amount, held + amount, needs, held, press, held + want, why)
 
 
-def balloon_requests(policy: str, states: Sequence[HostState], at: Sequence[int], why: Sequence[str],
-           of: np.ndarray, i: np.ndarray, amount: np.ndarray, held: np.ndarray, needs: np.ndarray,
-           pressure: np.ndarray, target: np.ndarray, paged: np.ndarray, names: Sequence[str]
-           ) -> list[tuple[int, BalloonTargetSet]]:
-    """The balloon requests, as (host, decision), over the VMs that shrink (``why``: per host)."""
+def balloon_requests(states: Sequence[HostState], why: Sequence[str], of: np.ndarray, i: np.ndarray,
+                     amount: np.ndarray, held: np.ndarray, needs: np.ndarray, pressure: np.ndarray,
+                     target: np.ndarray, paged: np.ndarray, names: Sequence[str]) -> list[tuple[int, Row]]:
+    """The balloon requests, as (host, row), over the VMs that shrink (``why``: per host)."""
     physical = np.maximum(0, amount - paged)  # Smart-Paged pages go first
     columns = (of, i, amount, held, needs, pressure, target, held - physical)
-    return [(h, _request(BalloonTargetSet, states[h], at[h], names[row], got, after,  # type: ignore[misc]
-                         reason(policy, need, had, press, aim, why[h])))
-            for h, row, got, had, need, press, aim, after in zip(*(c.tolist() for c in columns))]
-
-
-def _request(kind: type[Request], state: HostState, at_ms: int, vm: str, amount: int, target: int,
-             why: str) -> Request:
-    """A request of the round, its fields in the model's order (``events.built``)."""
-    field = _AMOUNT[kind]
-    return built(kind, {"v": SCHEMA_VERSION, "at_ms": at_ms, "host": state.name, "chain": None, "vm": vm,
-                        "seq": state.last_seq.get(vm, 0) + 1, "type": _TYPE[kind], field: amount,
-                        "target_mib": target, "reason": why}, _GIVEN[kind])
-
-
-Request = BalloonTargetSet | UnballoonRequested | MemoryAdditionRequested
-_AMOUNT: dict[type, str] = {BalloonTargetSet: "remove_mib", UnballoonRequested: "return_mib",
-                            MemoryAdditionRequested: "add_mib"}
-_TYPE = {kind: kind.model_fields["type"].default for kind in _AMOUNT}
-_GIVEN = {kind: {"at_ms", "host", "vm", "seq", field, "target_mib", "reason"} for kind, field in _AMOUNT.items()}
-"""The fields a request is made with: what ``model_fields_set`` reports, as for a validated one."""
+    out = []
+    for h, row, got, had, need, press, aim, after in zip(*(c.tolist() for c in columns)):
+        vm = names[row]
+        out.append((h, (BALLOON, vm, states[h].last_seq.get(vm, 0) + 1, got, after, need, had, press, aim, why[h])))
+    return out

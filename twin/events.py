@@ -403,6 +403,8 @@ class BalancerRound(_Event):
 
     @model_serializer(mode="wrap")
     def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        if not isinstance(self.decisions, list):  # the balancer's rows (twin.decisions): as events
+            self.__dict__["decisions"] = list(self.decisions)
         data = handler(self)
         data["decisions"] = [{key: value for key, value in item.items() if key not in _INHERITED}
                              for item in data["decisions"]]
@@ -413,7 +415,9 @@ class BalancerRound(_Event):
         host holds hundreds of decisions, and pydantic's serializer calls ``_compact`` on them."""
         if options:
             return super().model_dump_json(**options)
-        items = ",".join([_compact_json(d) for d in self.decisions])
+        decisions = self.decisions
+        written = getattr(decisions, "compact_json", None)  # the balancer's rows (twin.decisions)
+        items = ",".join(written() if written else [_compact_json(d) for d in decisions])
         return (f'{{"v":{self.v},"at_ms":{self.at_ms},"host":{_quoted(self.host)},"type":"balancer.round",'
                 f'"decisions":[{items}]}}')
 

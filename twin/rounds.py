@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .balancer import PARAMS, Decision, _next_seq
+from .balancer import PARAMS, _next_seq
 from .decide import balloon_requests, growth_requests
+from .decisions import Decisions
 from .events import SmartPagingEnded
 from .policies import POLICIES, Snapshot
 from .state import NO_DATA, Col, HostState, Pending
@@ -25,9 +26,9 @@ __all__ = ["plan_many"]
 _IDLE, _UNBALLOON, _HOT_ADD = int(Pending.NONE), int(Pending.UNBALLOON), int(Pending.HOT_ADD)
 
 
-def plan_many(rounds: Sequence[tuple[HostState, int]]) -> list[list[Decision]]:
+def plan_many(rounds: Sequence[tuple[HostState, int]]) -> list[Decisions]:
     """The decisions of a round of each ``(state, at_ms)``, as ``balancer.plan`` makes them."""
-    out: list[list[Decision]] = [[] for _ in rounds]
+    out = [Decisions(state.name, at_ms, state.policy) for state, at_ms in rounds]
     by_policy: dict[str, list[int]] = {}
     for j, (state, _) in enumerate(rounds):
         if len(state.vms):
@@ -42,7 +43,7 @@ def _sums(values: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
     return np.bincount(group, weights=values, minlength=groups).astype(np.int64)
 
 
-def _plan_group(policy: str, rounds: list[tuple[HostState, int]], out: list[list[Decision]]) -> None:
+def _plan_group(policy: str, rounds: list[tuple[HostState, int]], out: list[Decisions]) -> None:
     params = PARAMS[policy]
     states = [state for state, _ in rounds]
     hosts = len(states)
@@ -65,7 +66,7 @@ def _plan_group(policy: str, rounds: list[tuple[HostState, int]], out: list[list
         if backed <= free[h]:
             free[h] -= backed
             state = states[h]
-            out[h].append(SmartPagingEnded(at_ms=rounds[h][1], host=state.name, vm=names[i],
+            out[h].head.append(SmartPagingEnded(at_ms=rounds[h][1], host=state.name, vm=names[i],
                                            seq=_next_seq(state, names[i]), backed_mib=backed))
             eligible[i] = False
     idx = np.flatnonzero(eligible)
@@ -103,20 +104,19 @@ def _plan_group(policy: str, rounds: list[tuple[HostState, int]], out: list[list
 
     growing = order[want[order] > 0]
     room = np.minimum(sub[:, Col.MAXIMUM] - assigned - paged, params.max_add_mib)
-    at_of = [at_ms for _, at_ms in rounds]
-    for h, decision in growth_requests(policy, states, at_of, free, params.max_add_mib, of[growing], idx[growing],
-                            want[growing], assigned[growing], demand[growing], pressure[growing],
-                            (visible - assigned - paged)[growing], sub[growing, Col.ALIGNMENT], room[growing],
-                            names):
-        out[h].append(decision)
+    for h, row in growth_requests(states, free, params.max_add_mib, of[growing], idx[growing], want[growing],
+                                  assigned[growing], demand[growing], pressure[growing],
+                                  (visible - assigned - paged)[growing], sub[growing, Col.ALIGNMENT], room[growing],
+                                  names):
+        out[h].rows.append(row)
 
     unit = params.balloon_unit_mib
     remove = np.minimum(assigned - target, params.max_balloon_mib) // unit * unit
     s = np.flatnonzero(shrink & (remove > 0))
     why = ["host short" if short_of else "surplus" for short_of in host_short.tolist()]
-    for h, decision in balloon_requests(policy, states, at_of, why, of[s], idx[s], remove[s], assigned[s], demand[s],
-                               pressure[s], target[s], paged[s], names):
-        out[h].append(decision)
+    for h, row in balloon_requests(states, why, of[s], idx[s], remove[s], assigned[s], demand[s], pressure[s],
+                                   target[s], paged[s], names):
+        out[h].rows.append(row)
 
 
 def _hyperv_crowded(target: np.ndarray, of: np.ndarray, hosts: int, demand: np.ndarray, lower: np.ndarray,

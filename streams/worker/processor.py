@@ -290,13 +290,15 @@ class HostProcessor:
 
     @staticmethod
     def _commands(decisions: Iterable[Decision], out: Outputs) -> None:
-        """Each decision for the guests' actuators, as a whole event of its own."""
-        for decision in decisions:
-            out.decisions.append(decision.type)
-            if decision.type in ("decision.balloon", "decision.unballoon"):
-                out.balloon_commands.append(decision.model_dump_json().encode())
-            elif decision.type == "decision.hot_add":
-                out.addition_commands.append(decision.model_dump_json().encode())
+        """Each decision for the guests' actuators, as a whole event of its own (a round's
+        written from its rows, ``twin.decisions``)."""
+        written = getattr(decisions, "commands", None)
+        for kind, text in written() if written else ((d.type, d.model_dump_json()) for d in decisions):
+            out.decisions.append(kind)
+            if kind in ("decision.balloon", "decision.unballoon"):
+                out.balloon_commands.append(text.encode())
+            elif kind == "decision.hot_add":
+                out.addition_commands.append(text.encode())
 
     def _drop_late(self, message: InputEvent | StatusFrame, state: HostState, item: Decoded,
                    out: Outputs) -> InputEvent | StatusFrame | None:

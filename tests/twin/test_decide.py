@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twin.decide import growth_requests
-from twin.events import MemoryAdditionRequested, UnballoonRequested
+from twin.decisions import HOT_ADD, UNBALLOON
 from twin.state import HostState
 
 
@@ -51,12 +51,12 @@ def test_growth_amounts_are_those_of_one_vm_at_a_time(vms, free, max_add) -> Non
                              align.tolist(), room.tolist())
     for at_once in (0, 10**9):  # all at once, and one at a time
         left = list(free)
-        made = growth_requests("hyperv", states, [0] * 4, left, max_add, of, np.arange(len(vms)), wanted, zeros,
-                               zeros, zeros, ballooned, align, room, names, at_once=at_once)
-        got = sorted(((h, d.return_mib if isinstance(d, UnballoonRequested) else d.add_mib, d.type) for h, d in made),
-                     key=lambda r: r[0])
+        made = growth_requests(states, left, max_add, of, np.arange(len(vms)), wanted, zeros, zeros, zeros,
+                               ballooned, align, room, names, at_once=at_once)
+        assert all(row[0] in (UNBALLOON, HOT_ADD) for _, row in made)
+        tag = {UNBALLOON: "decision.unballoon", HOT_ADD: "decision.hot_add"}
+        got = sorted(((h, row[3], tag[row[0]]) for h, row in made), key=lambda r: r[0])
         assert got == sorted(expected, key=lambda r: r[0])  # stable: each host's own order is kept
-        assert all(isinstance(d, (UnballoonRequested, MemoryAdditionRequested)) for _, d in made)
         assert [max(f, 0) for f in left] == [max(f, 0) for f in expected_free]
 
 
