@@ -232,8 +232,9 @@ class Worker:
         part.snapshot.mark = mark
         part.snapshot.hosts.update(working)
         self.metrics.transaction(time.perf_counter() - started, len(records) + len(snapshots))
-        for out in outs:
-            self.metrics.count(out.inputs, out.decisions, out.reasons, out.fold_seconds if out.rounds else None)
+        each = itertools.chain.from_iterable
+        self.metrics.count(each(out.inputs for out in outs), each(out.decisions for out in outs),
+                           each(out.reasons for out in outs), [out.fold_seconds for out in outs if out.rounds])
 
     async def _committed(self, part: OwnedPartition, mark: Any) -> bool:
         """Whether a transaction whose outcome is unknown committed: its mark is the partition's."""

@@ -408,3 +408,21 @@ def test_serve_replay_serves_until_stopped(replayed: Replay) -> None:
     assert 'dmtwin_dynamic_memory_balancer_available_memory_bytes{host="hv-b"}' in body
     with pytest.raises(OSError):
         _get(f"http://127.0.0.1:{port}/metrics")
+
+
+def test_pipeline_metrics_count_a_batch_as_its_messages_one_by_one() -> None:
+    messages = [(["guest.status"] * 50, ["decision.balloon", "decision.hot_add"], [], 0.002),
+                (["vm.started"], [], ["schema", "schema"], None),
+                (["guest.status"] * 12 + ["balancer.tick"], ["decision.balloon"], ["late"], 0.004)]
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    each = PipelineMetrics(one_by_one)
+    for inputs, decisions, dead, seconds in messages:
+        each.count(inputs, decisions, dead, seconds)
+    PipelineMetrics(batched).count((k for m in messages for k in m[0]), (k for m in messages for k in m[1]),
+                                   (r for m in messages for r in m[2]), [m[3] for m in messages if m[3] is not None])
+    def counted(registry: CollectorRegistry) -> dict:  # every sample but the series' creation times
+        return {key: v for key, v in scrape(registry).items() if not key[0].endswith("_created")}
+
+    assert counted(batched) == counted(one_by_one)
+    assert value(scrape(batched), "dmtwin_reports_processed_total") == 62
+    assert value(scrape(batched), "dmtwin_dead_letters_total", reason="schema") == 2
