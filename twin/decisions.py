@@ -20,6 +20,7 @@ from .events import (
     MemoryAdditionRequested,
     SmartPagingEnded,
     UnballoonRequested,
+    _compact_json,
     _quoted,
     built,
 )
@@ -104,8 +105,6 @@ class Decisions(Sequence[Decision]):
     def compact_json(self) -> list[str]:
         """Each decision as a round's entry writes it: without the round's ``v``, ``at_ms`` and
         ``host``."""
-        from .events import _compact_json
-
         policy = self.policy
         return [*map(_compact_json, self.head),
                 *(f'{{"vm":{_quoted(vm)},"seq":{seq},"type":"{_KINDS[kind][1]}","{_KINDS[kind][2]}":{amount},'

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import balancer
 from .balancer import BalancerParams
+from .decisions import Decisions
 from .policies import POLICIES, POLICY_INTERVAL_MS, Snapshot, hyperv
 from .state import NO_DATA, Col, HostState, Pending
 
@@ -196,7 +197,7 @@ class Foresight:
         wanted = np.maximum(last + headroom, held)
         return last, -(-wanted * (100 + p.margin_percent) // 100), menu
 
-    def plan(self, state: HostState, at_ms: int, policy: str = NAME) -> list:
+    def plan(self, state: HostState, at_ms: int, policy: str = NAME) -> Decisions:
         """The balancer's round with this policy's targets (``twin.study`` calls it as its plan)."""
         if not self.count.get(state.name):  # nothing seen yet
             return balancer.plan(state, at_ms, "hyperv")

@@ -530,7 +530,7 @@ class _WhatIfRun:
         self.twin.apply(event)
         state = self.twin.hosts[event.host]
         own.observe(state, event.at_ms)
-        decisions: list[Decision] = own.plan(state, event.at_ms)
+        decisions: list[Decision] = list(own.plan(state, event.at_ms))
         for decision in decisions:
             self.twin.apply(decision)
         return decisions
