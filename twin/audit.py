@@ -34,6 +34,7 @@ from .events import (
     InputEvent,
     StatusFrame,
     VmRestarted,
+    trusted,
 )
 from .log import decode, encode, peek
 from .signing import CheckpointCheck, Coverage, SignatureProblem, short_fingerprint
@@ -435,12 +436,15 @@ class Verifier:
             result.policies[event.host] = event.policy
         try:
             if isinstance(event, StatusFrame) and self._frame(event):
+                self._marked_round(position, event)
                 return
             decisions = self.twin.handle(event)
         except Rejected as refused:
             result.rejected.append(Rejected(refused.field, refused.value,
                                             f"refused by the re-derived state: {refused.reason}", position))
             return
+        if isinstance(event, StatusFrame):
+            self._marked_round(position, event)
         if decisions:
             self.pending[event.host] = deque(decisions)
 
@@ -455,6 +459,16 @@ class Verifier:
             raise Rejected(f"reports.{k}.{error.field}", error.value, error.reason)
         self.frames[frame.host] = (state, frame.at_ms, checked)
         return True
+
+    def _marked_round(self, position: int, frame: StatusFrame) -> None:
+        """A ``balanced`` frame's round (none for other frames): re-run at the next ``flush`` like a
+        recorded round that decided nothing."""
+        if not frame.balanced:
+            return
+        self.result.inputs += 1
+        self._over(position, frame.host)
+        empty = trusted(BalancerRound, at_ms=frame.at_ms, host=frame.host, decisions=[])
+        self.rounds[frame.host] = (position, frame.at_ms, empty.model_dump_json().encode(), None)
 
     def _round(self, position: int, host: str, body: bytes, recorded: BalancerRound | None = None) -> None:
         """A recorded round: re-run on the re-derived state at the next ``flush``."""

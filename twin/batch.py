@@ -11,7 +11,7 @@ and the state are the same bit for bit; only the work is shared.
 from __future__ import annotations
 
 from . import frames
-from .engine import Twin, kept_reports
+from .engine import Twin, kept_reports, refuse_marked
 from .errors import Rejected
 from .events import BalancerRound, Decision, InputEvent, StatusFrame
 from .host import apply_frame
@@ -58,6 +58,7 @@ class Batch:
 
     def _frame(self, frame: StatusFrame) -> tuple[list[Entry], list[tuple[int | None, Rejected]]]:
         try:
+            refuse_marked(frame)
             state = self.twin.host(frame.host)
         except Rejected as error:
             return [], [(None, error)]

@@ -35,7 +35,14 @@ from .host import apply_frame, fold_round
 from .rounds import plan_many
 from .state import Col, HostState
 
-__all__ = ["Twin", "kept_reports"]
+__all__ = ["Twin", "kept_reports", "refuse_marked"]
+
+
+def refuse_marked(frame: StatusFrame) -> None:
+    """Raise ``Rejected`` if an input frame says its round ran: only the log says so."""
+    if frame.balanced:
+        raise Rejected("balanced", True, "an input frame cannot say that its host's round ran "
+                                         "(the worker's log marks a frame so)")
 
 
 def kept_reports(frame: StatusFrame, rejected: list[tuple[int, Rejected]]) -> StatusFrame | None:
@@ -87,7 +94,9 @@ class Twin:
 
     def frame(self, frame: StatusFrame) -> tuple[StatusFrame | None, list[tuple[int, Rejected]]]:
         """Fold the reports of ``frame`` its host accepts; return them as a frame (None: none was)
-        and the refused ones by index in the frame. Raises ``Rejected`` if the host is unknown."""
+        and the refused ones by index in the frame. Raises ``Rejected`` if the host is unknown, or
+        if the frame says that its round ran (``balanced``: only the log says so)."""
+        refuse_marked(frame)
         rejected = apply_frame(self.host(frame.host), frame)
         return kept_reports(frame, rejected), rejected
 
@@ -164,6 +173,9 @@ class Twin:
         decisions: list[Decision] = []
         for entry in entries:
             if isinstance(entry, BalancerRound):
+                decisions += self.round(entry.host, entry.at_ms).decisions
+            elif isinstance(entry, StatusFrame) and entry.balanced:  # its reports, then its round
+                self.apply(entry.model_copy(update={"balanced": False}))
                 decisions += self.round(entry.host, entry.at_ms).decisions
             elif not isinstance(entry, DECISION_TYPES):
                 decisions += self.handle(entry)  # type: ignore[arg-type]

@@ -357,16 +357,37 @@ class FrameReport(_Model):
 class StatusFrame(_Event):
     """What a parent-partition collector sends each second: the status reports of many guests of
     one host at one instant. The worker logs a frame as one entry (the reports it accepted), which
-    folds like its reports one after the other (``flatten``)."""
+    folds like its reports one after the other (``flatten``).
+
+    ``balanced`` is the worker's, never an input's: in the log it says that the host's balancing
+    round ran at the frame's time, right after its reports, and decided nothing. Such a frame
+    folds like its reports and then a ``balancer.tick``; a round that decides something is an
+    entry of its own. Written only when true, so other frames read as before."""
 
     type: Literal["guest.status_frame"] = "guest.status_frame"
     reports: list[FrameReport] = Field(max_length=100_000)
+    balanced: bool = False
 
-    def events(self) -> list[GuestStatusReported]:
+    @model_serializer(mode="wrap")
+    def _marked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if not self.balanced:
+            data.pop("balanced", None)
+        return data
+
+    def report_events(self) -> list[GuestStatusReported]:
         """The frame's reports as events of their own."""
         at_ms, host = self.at_ms, self.host
         return [GuestStatusReported(at_ms=at_ms, host=host, vm=r.vm, committed_mib=r.committed_mib,
                                     available_mib=r.available_mib) for r in self.reports]
+
+    def events(self) -> list[GuestStatusReported | BalancerTicked]:
+        """The frame as the events it folds like: its reports, and the tick of its empty round
+        if it is ``balanced``."""
+        reports: list[GuestStatusReported | BalancerTicked] = list(self.report_events())
+        if self.balanced:
+            reports.append(BalancerTicked(at_ms=self.at_ms, host=self.host))
+        return reports
 
 
 RoundDecision = Annotated[Union[BalloonTargetSet, UnballoonRequested, MemoryAdditionRequested, SmartPagingEnded],

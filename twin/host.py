@@ -241,7 +241,7 @@ def apply_frame(state: HostState, frame: StatusFrame) -> list[tuple[int, Rejecte
         frames.fold(state, frame, checked)
         return checked.rejected
     rejected = []
-    for k, report in enumerate(frame.events()):
+    for k, report in enumerate(frame.report_events()):
         try:
             _status_reported(state, report)
         except Rejected as error:
@@ -260,6 +260,8 @@ def _status_frame(state: HostState, frame: StatusFrame) -> None:
         k, error = checked.rejected[0]
         raise Rejected(f"reports.{k}.{error.field}", error.value, error.reason)
     frames.fold(state, frame, checked)
+    if frame.balanced:  # its round ran right after and decided nothing
+        _balancer_ticked(state, BalancerTicked(at_ms=frame.at_ms, host=frame.host))
 
 
 def _balancer_round(state: HostState, entry: BalancerRound) -> None:

@@ -214,7 +214,7 @@ class HostProcessor:
         batch = Batch(Twin(), self.tick_ms)
         working: dict[str, HostRecord] = {}
         outs: list[Outputs] = []
-        waiting: dict[str, Outputs] = {}  # the message of each host whose round is due
+        waiting: dict[str, tuple[Outputs, list[Entry]]] = {}  # each host's message whose round is due
         for item in items:
             host = item.host
             if host is not None and host not in working:
@@ -228,8 +228,11 @@ class HostProcessor:
         self._rounds(rounds, working, waiting, time.perf_counter() - started)
         return outs, working
 
-    def _fold(self, batch: Batch, item: Decoded, working: dict[str, HostRecord], waiting: dict[str, Outputs]) -> Outputs:
-        """Fold one message (its round waits in ``batch``); chain its entries."""
+    def _fold(self, batch: Batch, item: Decoded, working: dict[str, HostRecord],
+              waiting: dict[str, tuple[Outputs, list[Entry]]]) -> Outputs:
+        """Fold one message (its round waits in ``batch``); chain its entries. A frame whose round
+        is due waits for it: if the round decides nothing, the frame is logged ``balanced``
+        instead of being followed by an empty round."""
         if item.rejected is not None:
             return item.rejected
         out = Outputs()
@@ -245,8 +248,9 @@ class HostProcessor:
         entries, rejected, earlier = batch.add(message)
         out.fold_seconds = time.perf_counter() - started
         self._rounds(earlier, working, waiting, out.fold_seconds)  # the waiting work ran first
+        held = in_frame and host in batch.due and len(entries) == 1
         if host in batch.due:
-            waiting[host] = out
+            waiting[host] = (out, list(entries) if held else [])
         for index, error in rejected:
             out.dead_letters.append(dead_letter(item.value, source, error.reason, error.field, error.value,
                                                 index if in_frame else None))
@@ -256,16 +260,21 @@ class HostProcessor:
             return out
         if record is None:
             record = working[host] = HostRecord(state)
-        self._log(record, entries, out)
+        if not held:
+            self._log(record, entries, out)
         return out
 
     def _rounds(self, rounds: list[tuple[str, BalancerRound]], working: dict[str, HostRecord],
-                waiting: dict[str, Outputs], seconds: float) -> None:
-        """Log each round that ran with the message that made it due, with its share of ``seconds``."""
+                waiting: dict[str, tuple[Outputs, list[Entry]]], seconds: float) -> None:
+        """Log each round that ran with the message that made it due, with its share of ``seconds``
+        (after the frame it waited with; in that frame's entry if it decided nothing)."""
         for host, entry in rounds:
-            out = waiting.pop(host)
+            out, held = waiting.pop(host)
             out.fold_seconds += seconds / len(rounds)
-            self._log(working[host], [entry], out)
+            if held and not entry.decisions:
+                self._log(working[host], [held[0].model_copy(update={"balanced": True})], out)
+            else:
+                self._log(working[host], [*held, entry], out)
 
     def _log(self, record: HostRecord, entries: Sequence[Entry], out: Outputs) -> None:
         """Chain ``entries`` onto the host's log, and note what they hold."""
@@ -282,6 +291,9 @@ class HostProcessor:
             elif isinstance(entry, StatusFrame):
                 out.inputs += ["guest.status"] * len(entry.reports)
                 out.reports += len(entry.reports)
+                if entry.balanced:
+                    out.rounds += 1
+                    out.inputs.append("balancer.tick")
             else:
                 out.inputs.append(entry.type)
                 out.reports += entry.type == "guest.status"

@@ -9,7 +9,8 @@ from twin.explain import explain
 from twin.chain import Chainer
 from twin.engine import Twin
 from twin.events import EVENT_ADAPTER, BalancerRound, StatusFrame
-from twin.log import decode, replay
+from twin.chain import unchained
+from twin.log import decode, encode, replay
 from twin.scenario import simulate
 
 from .logs import T0, chained, fleet
@@ -123,3 +124,87 @@ def test_a_live_ingest_folds_a_frame_and_its_round_like_the_log_replays_them():
     assert isinstance(logged[1], BalancerRound) and logged[1].decisions
     again = replay([Chainer().line(e) for e in entries + logged])
     assert again.rejected == [] and again.twin.hosts["h1"].to_dict() == twin.hosts["h1"].to_dict()
+
+
+def worker_log() -> list[str]:
+    """A log as the worker writes it (``HostProcessor``, batches of 37 messages of 3 hosts)."""
+    from streams.worker.processor import HostProcessor, Source, decode as decode_message
+    from tests.streams.test_processor import fleet_messages
+
+    processor, records, lines = HostProcessor(), {}, []
+    items = [decode_message(host.encode(), value, Source("in", 0, k)) for k, (host, value) in enumerate(fleet_messages())]
+    for start in range(0, len(items), 37):
+        outs, changed = processor.fold_batch(items[start:start + 37], lambda h: records[h].copy() if h in records else None)
+        records.update(changed)
+        lines += [line.decode() for out in outs for line in out.log]
+    return lines
+
+
+def unmarked(lines: list[str]) -> list[str]:
+    """The same log with each frame marked ``balanced`` written as the frame and an empty round."""
+    out = []
+    for entry in map(decode, lines):
+        if isinstance(entry, StatusFrame) and entry.balanced:
+            out += [entry.model_copy(update={"balanced": False}),
+                    BalancerRound(at_ms=entry.at_ms, host=entry.host, decisions=[])]
+        else:
+            out.append(entry)
+    chainer = Chainer(version=None)
+    return [chainer.line(entry) for entry in out]
+
+
+MARKED = worker_log()
+
+
+def test_a_frame_marked_balanced_folds_and_verifies_like_its_frame_and_empty_round() -> None:
+    framed = unmarked(MARKED)
+    assert 0 < sum('"balanced":true' in line for line in MARKED) and len(MARKED) < len(framed)
+    assert {h: s.to_dict() for h, s in replay(MARKED).twin.hosts.items()} == \
+           {h: s.to_dict() for h, s in replay(framed).twin.hosts.items()}
+    as_framed, as_marked = verify(framed), verify(MARKED)
+    assert as_marked.clean, as_marked.to_text()
+    assert (as_marked.inputs, as_marked.decisions) == (as_framed.inputs, as_framed.decisions)
+    assert [unchained(d) for d in Twin().rederive(map(decode, MARKED))] == \
+           [unchained(d) for d in Twin().rederive(map(decode, framed))]
+
+
+def test_a_round_that_decided_something_hidden_as_a_mark_is_reported_at_its_frame() -> None:
+    k = next(i for i, line in enumerate(MARKED) if '"balancer.round"' in line and '"decision.balloon"' in line)
+    hidden = decode(MARKED[k])
+    f = max(j for j in range(k) if f'"host":"{hidden.host}"' in MARKED[j])  # the host's entry before
+    frame = decode(MARKED[f])
+    assert isinstance(frame, StatusFrame) and frame.at_ms == hidden.at_ms
+    forged = list(MARKED)
+    forged[f] = encode(frame.model_copy(update={"balanced": True}))
+    del forged[k]
+    result = verify(rechain(forged))  # re-chained, as someone who can write the log would
+    assert not result.clean
+    assert {(m.position, m.vm, m.recorded) for m in result.mismatches} == \
+           {(f + 1, d.vm, "nothing") for d in hidden.decisions}
+
+
+def test_an_input_frame_cannot_say_that_its_round_ran() -> None:
+    import pytest
+
+    from twin.errors import Rejected
+
+    twin = replay(FRAMED[:4]).twin
+    frame = StatusFrame(at_ms=T0 + 500, host="h1", reports=[], balanced=True)
+    with pytest.raises(Rejected) as refused:
+        twin.frame(frame)
+    assert (refused.value.field, refused.value.value) == ("balanced", True)
+    assert "input frame cannot say" in refused.value.reason
+
+
+def test_the_worker_dead_letters_an_input_frame_that_says_its_round_ran() -> None:
+    from streams.worker.processor import HostProcessor, Source
+
+    processor, record = HostProcessor(), None
+    for k, line in enumerate(FRAMED[:4]):
+        record, _ = processor.process(b"h1", line.encode(), Source("in", 0, k), record)
+    frame = StatusFrame(at_ms=T0 + 500, host="h1", reports=[], balanced=True)
+    _, out = processor.process(b"h1", frame.model_dump_json().encode(), Source("in", 0, 9), record)
+    assert out.log == [] and out.reasons == ["state"]
+    [letter] = out.dead_letters
+    said = json.loads(letter.value)
+    assert (said["field"], said["value"]) == ("balanced", True) and "cannot say" in said["reason"]

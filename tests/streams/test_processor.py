@@ -55,7 +55,7 @@ def test_the_log_replays_to_the_worker_state_and_rounds_follow_event_time():
     result = replay(log)
     assert result.rejected == []
     assert result.twin.hosts["h"].to_dict() == state.to_dict()
-    ticks = [json.loads(line)["at_ms"] for line in log if b'"balancer.round"' in line]
+    ticks = [json.loads(line)["at_ms"] for line in log if b'"balancer.round"' in line or b'"balanced":true' in line]
     assert len(ticks) == SCENARIO.duration_s and all(b - a == 1000 for a, b in zip(ticks, ticks[1:]))
 
 
@@ -179,10 +179,11 @@ def test_a_batch_folds_and_logs_each_host_exactly_as_one_message_at_a_time():
         batch_records.update(changed)
         for item, out in zip(items[start:start + 37], outs):
             batch_logs.setdefault(item.host, []).extend(out.log)
-    assert batch_logs == alone_logs and sum(map(len, alone_logs.values())) > 400
+    assert batch_logs == alone_logs and sum(map(len, alone_logs.values())) > 300
     assert {h: r.to_bytes() for h, r in batch_records.items()} == {h: r.to_bytes() for h, r in alone_records.items()}
     rounds = sum(line.count(b'"balancer.round"') for log in alone_logs.values() for line in log)
-    assert rounds >= 3 * 59
+    marked = sum(line.count(b'"balanced":true') for log in alone_logs.values() for line in log)
+    assert rounds + marked >= 3 * 59 and marked > 0 and rounds > 0  # an empty round after a frame: in it
     for host, log in batch_logs.items():  # and each round is what the host's own round decides
         entries = [decode(line) for line in log]
         recorded = [d for e in entries if isinstance(e, BalancerRound) for d in e.decisions]
