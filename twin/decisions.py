@@ -26,7 +26,7 @@ from .events import (
 )
 from .state import Pending
 
-__all__ = ["Decisions", "Row", "reason", "BALLOON", "UNBALLOON", "HOT_ADD"]
+__all__ = ["Decisions", "Row", "reason", "BALLOON", "UNBALLOON", "HOT_ADD", "KINDS"]
 
 BALLOON, UNBALLOON, HOT_ADD = int(Pending.BALLOON), int(Pending.UNBALLOON), int(Pending.HOT_ADD)
 
@@ -36,12 +36,12 @@ its reason's parts: demand, assigned, pressure, the policy's target and why."""
 
 Decision = BalloonTargetSet | UnballoonRequested | MemoryAdditionRequested | SmartPagingEnded
 
-_KINDS: dict[int, tuple[type, str, str]] = {
+KINDS: dict[int, tuple[type, str, str]] = {  # a request's kind: its event, type tag and amount
     BALLOON: (BalloonTargetSet, "decision.balloon", "remove_mib"),
     UNBALLOON: (UnballoonRequested, "decision.unballoon", "return_mib"),
     HOT_ADD: (MemoryAdditionRequested, "decision.hot_add", "add_mib"),
 }
-_GIVEN = {kind: {"at_ms", "host", "vm", "seq", field, "target_mib", "reason"} for kind, (_, _, field) in _KINDS.items()}
+_GIVEN = {kind: {"at_ms", "host", "vm", "seq", field, "target_mib", "reason"} for kind, (_, _, field) in KINDS.items()}
 """The fields a request is made with: what ``model_fields_set`` reports, as for a validated one."""
 
 
@@ -55,13 +55,14 @@ class Decisions(Sequence[Decision]):
     """The decisions of one round of ``host`` at ``at_ms``: ``head`` (Smart Paging ending, made
     as events) and then ``rows``, the requests in order."""
 
-    __slots__ = ("host", "at_ms", "policy", "head", "rows", "_made")
+    __slots__ = ("host", "at_ms", "policy", "head", "rows", "_made", "_written")
 
     def __init__(self, host: str, at_ms: int, policy: str) -> None:
         self.host, self.at_ms, self.policy = host, at_ms, policy
         self.head: list[SmartPagingEnded] = []
         self.rows: list[Row] = []
         self._made: list[Decision] | None = None
+        self._written: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.head) + len(self.rows)
@@ -97,17 +98,22 @@ class Decisions(Sequence[Decision]):
 
     def _event(self, row: Row) -> Decision:
         kind, vm, seq, amount, target, demand, assigned, pressure, aim, why = row
-        model, tag, field = _KINDS[kind]
+        model, tag, field = KINDS[kind]
         return built(model, {"v": SCHEMA_VERSION, "at_ms": self.at_ms, "host": self.host, "chain": None, "vm": vm,
                              "seq": seq, "type": tag, field: amount, "target_mib": target,
                              "reason": reason(self.policy, demand, assigned, pressure, aim, why)}, _GIVEN[kind])
 
     def compact_json(self) -> list[str]:
         """Each decision as a round's entry writes it: without the round's ``v``, ``at_ms`` and
-        ``host``."""
+        ``host`` (written once, on first use: the worker writes the round's line and its commands)."""
+        if self._written is None:
+            self._written = self._write()
+        return self._written
+
+    def _write(self) -> list[str]:
         policy = self.policy
         return [*map(_compact_json, self.head),
-                *(f'{{"vm":{_quoted(vm)},"seq":{seq},"type":"{_KINDS[kind][1]}","{_KINDS[kind][2]}":{amount},'
+                *(f'{{"vm":{_quoted(vm)},"seq":{seq},"type":"{KINDS[kind][1]}","{KINDS[kind][2]}":{amount},'
                   f'"target_mib":{target},"reason":{_quoted(reason(policy, demand, assigned, pressure, aim, why))}}}'
                   for kind, vm, seq, amount, target, demand, assigned, pressure, aim, why in self.rows)]
 
@@ -117,7 +123,7 @@ class Decisions(Sequence[Decision]):
             yield decision.type, decision.model_dump_json()
         shared = f'{{"v":{SCHEMA_VERSION},"at_ms":{self.at_ms},"host":{_quoted(self.host)},'
         for row, text in zip(self.rows, self.compact_json()[len(self.head):]):
-            yield _KINDS[row[0]][1], shared + text[1:]
+            yield KINDS[row[0]][1], shared + text[1:]
 
 
 def _rebuilt(host: str, at_ms: int, policy: str, head: list[SmartPagingEnded], rows: list[Row]) -> Decisions:

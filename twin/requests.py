@@ -15,15 +15,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .decisions import Decisions
-from .events import BalloonTargetSet, MemoryAdditionRequested, UnballoonRequested
+from .decisions import KINDS, Decisions
 from .state import Col, HostState, Pending
 
 __all__ = ["fold_requests"]
 
-_KIND = {BalloonTargetSet: (int(Pending.BALLOON), "remove_mib"),
-         UnballoonRequested: (int(Pending.UNBALLOON), "return_mib"),
-         MemoryAdditionRequested: (int(Pending.HOT_ADD), "add_mib")}
+_KIND = {model: (code, field) for code, (model, _, field) in KINDS.items()}
+"""Each request's event type: its transaction's kind and its amount's field."""
 
 
 def fold_requests(state: HostState, at_ms: int, decisions: Sequence[object]) -> bool:
