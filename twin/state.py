@@ -240,6 +240,16 @@ class HostState:
         return HostState(self.name, self.total_mib, self.reserve_mib, self.policy, self.last_at_ms,
                          self.vms.copy(), dict(self.last_seq), self.last_round_ms)
 
+    def round_view(self, rows: np.ndarray | None = None) -> HostState:
+        """What a balancing round reads, as of now (the VM rows, names and decision numbers, copied;
+        or ``rows`` for the VM rows), for planning later: ``twin.audit`` plans many such views at
+        once. Not a state to fold into: its pressure history and name index are this state's."""
+        vms = VmTable.__new__(VmTable)
+        vms.names, vms.index, vms.history = list(self.vms.names), self.vms.index, self.vms.history
+        vms.data = self.vms.rows.copy() if rows is None else rows
+        return HostState(self.name, self.total_mib, self.reserve_mib, self.policy, self.last_at_ms, vms,
+                         dict(self.last_seq), self.last_round_ms)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready snapshot that ``from_dict`` restores exactly (row order included)."""
         n = len(self.vms)

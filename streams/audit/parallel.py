@@ -1,5 +1,9 @@
-"""Verify in parallel: hosts are independent, so ``verify_parallel`` hands each host's lines to
-one of several processes (``twin.audit.Verifier``) and merges their verdicts.
+"""Verify in parallel: hosts are independent, so ``verify_parallel`` has each host's lines verified
+by one of several processes (``twin.audit.Verifier``) and merges their verdicts.
+
+Every process is sent every line, in batches, and picks its own hosts' lines: dealing the lines
+out one by one would cost the parent about as much as a verifier's work, and the parent shares
+the cores with the verifiers.
 """
 
 from __future__ import annotations
@@ -20,22 +24,34 @@ __all__ = ["verify_parallel"]
 # --- parallel verify ----------------------------------------------------------------------------
 
 
-def _verify_worker(inbox: Any, results: Any, key: bytes | None = None,
-                   checkpoints: list[bytes] | None = None, first: bool = True) -> None:
+def _verify_worker(inbox: Any, results: Any, index: int, jobs: int, key: bytes | None = None,
+                   checkpoints: list[bytes] | None = None) -> None:
+    """Verify the lines of the hosts dealt to process ``index`` of ``jobs``: hosts are dealt out in
+    the order they first appear, so that each process gets as many; lines that are not events go
+    to the first."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
     check = None if checkpoints is None else CheckpointCheck(PublicKey(key) if key else None, checkpoints)
     verifier = Verifier(checkpoints=check)
+    owner: dict[str | None, int] = {None: 0}
+    position = 0
     for message in iter(inbox.get, None):
-        if isinstance(message, tuple):  # all lines are in: the log's length and this worker's heads
-            verifier.chain.lines_seen = message[0]
-            verifier.end = message[0] + 1
-            verifier.chain.expected_heads = message[1]
+        if isinstance(message, dict):  # all lines are in: the heads expected
+            verifier.chain.lines_seen = position
+            verifier.end = position + 1
+            verifier.chain.expected_heads = {h: d for h, d in message.items() if owner.get(h, 0) == index}
             continue
-        for position, line in message:
-            verifier.feed(position, line)
-    results.put(verifier.finish(signed_hosts=(), file_problems=first))
+        for line in message:
+            position += 1
+            head = peek(line)
+            host = head[1] if head is not None else host_of(line)
+            mine = owner.get(host)
+            if mine is None:
+                mine = owner[host] = (len(owner) - 1) % jobs
+            if mine == index:
+                verifier.feed(position, line)
+    results.put((verifier.finish(signed_hosts=(), file_problems=index == 0), list(owner)))
 
 
 def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | None = None,
@@ -49,7 +65,7 @@ def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | N
     inboxes = [ctx.Queue(maxsize=32) for _ in range(jobs)]
     results = ctx.Queue()
     raw = key.raw if key is not None else None
-    workers = [ctx.Process(target=_verify_worker, args=(inbox, results, raw, checkpoints, index == 0), daemon=True)
+    workers = [ctx.Process(target=_verify_worker, args=(inbox, results, index, jobs, raw, checkpoints), daemon=True)
                for index, inbox in enumerate(inboxes)]
     for worker in workers:
         worker.start()
@@ -63,33 +79,29 @@ def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | N
                 _alive(workers[index])
 
     try:
-        batches: list[list[tuple[int, bytes]]] = [[] for _ in range(jobs)]
-        owner: dict[str | None, int] = {None: 0}  # lines that are not events: one verifier reports them
-        end = 0
-        for end, line in enumerate(lines, start=1):
-            position = end  # 1-based line numbers
-            head = peek(line)
-            host = head[1] if head is not None else host_of(line)
-            index = owner.get(host)
-            if index is None:
-                index = owner[host] = (len(owner) - 1) % jobs
-            batch = batches[index]
-            batch.append((position, line))
-            if len(batch) >= 2000:
-                put(index, batch)
-                batches[index] = []
-        for index, batch in enumerate(batches):
+        batch: list[bytes] = []
+        for line in lines:
+            batch.append(line)
+            if len(batch) >= 4000:
+                for index in range(jobs):
+                    put(index, batch)
+                batch = []
+        for index in range(jobs):
             if batch:
                 put(index, batch)
-            put(index, (end, {h: d for h, d in (heads or {}).items() if owner.get(h, 0) == index}))
+            put(index, dict(heads or {}))
             put(index, None)
         parts: list[Verification] = []
+        seen: set[str | None] = set()
         while len(parts) < jobs:
             try:
-                parts.append(results.get(timeout=1.0))
+                part, hosts = results.get(timeout=1.0)
             except queue.Empty:
                 for worker in workers:
                     _alive(worker)
+                continue
+            parts.append(part)
+            seen.update(hosts)
         for worker in workers:
             worker.join()
     except BaseException:  # Ctrl-C or a failure: stop the verifiers, leave their queues behind
@@ -101,7 +113,7 @@ def verify_parallel(lines: Iterable[bytes], jobs: int, heads: dict[str, str] | N
     merged = merge(parts)
     if checkpoints is not None:  # hosts with checkpoints and no line at all: cut off entirely
         check = CheckpointCheck(key, checkpoints)
-        gone = set(check.watch) - set(owner)
+        gone = set(check.watch) - seen
         if gone:
             problems, coverage = check.finish(gone, file_problems=False)
             merged.signature = sorted(merged.signature + problems, key=lambda s: (s.position, s.host))
