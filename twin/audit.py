@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
-from . import frames
+from . import __version__, frames
 from .chain import ChainVerifier
 from .engine import Twin
 from .errors import Rejected
@@ -133,6 +133,12 @@ class Verifier:
         """Lines in ``windows``."""
         self.retaken = 0
         """Windows taken again because a guess was wrong."""
+        self.planned = 0
+        """Guessed rounds planned."""
+        self.plain_until: dict[str, int] = {}
+        """Up to which line a host that was wrongly guessed is taken without guessing, for longer
+        each time: a log of rules other than this twin's would otherwise be taken twice over."""
+        self.wrong: dict[str, int] = {}
         self._empty: dict[str, tuple[bytes, bytes]] = {}
 
     def feed(self, position: int, line: bytes) -> None:
@@ -153,7 +159,7 @@ class Verifier:
         host, body = parts
         if self.signing is not None and self.chain.last_chain is not None:
             self.signing.feed(position, host, self.chain.last_chain, line)
-        if self.guessing and host in self.twin.hosts:
+        if self.guessing and host in self.twin.hosts and position > self.plain_until.get(host, 0):
             window = self.windows.get(host)
             if window is None:
                 if host in self.frames or host in self.rounds or host in self.runs:
@@ -206,6 +212,8 @@ class Verifier:
         if isinstance(event, HostJoined):
             found.versions[event.host] = event.twin_version
             found.policies[event.host] = event.policy
+            if event.twin_version not in (None, __version__):  # its rounds were decided by other rules
+                self.plain_until[event.host] = 1 << 62
         if isinstance(event, StatusFrame):
             try:
                 if not self._frame(event):
@@ -347,6 +355,7 @@ class Verifier:
         self.flush()
         guesses, windows, wrong = self.guesses, self.windows, self.doubtful
         self.guesses, self.windows, self.held, self.doubtful = [], {}, 0, set()
+        self.planned += len(guesses)
         plans = plan_many([(view, at_ms) for at_ms, view, _ in guesses])
         for (at_ms, view, body), plan in zip(guesses, plans):
             if body is None:
@@ -370,6 +379,9 @@ class Verifier:
             self.pending[host] = window.pending
             for position, body in window.lines:
                 self._line(position, host, body, result, guess=False)
+            wrong_before = self.wrong.get(host, 0)
+            self.wrong[host] = wrong_before + 1
+            self.plain_until[host] = window.lines[-1][0] + (HELD_LINES << min(wrong_before, 6))
         self.flush()
 
     def _marked_round(self, position: int, frame: StatusFrame, found: Verification) -> None:

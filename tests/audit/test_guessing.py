@@ -87,6 +87,7 @@ def same_findings(lines: list[str]) -> dict:
     assert guessed == plain
     assert {h: s.to_bytes() for h, s in fast.twin.hosts.items()} == {h: s.to_bytes() for h, s in slow.twin.hosts.items()}
     assert fast.retaken or not guessed["mismatches"]  # a wrong guess was taken again
+    assert fast.planned > 0
     return guessed
 
 
@@ -112,3 +113,16 @@ def test_the_tampering_makes_hosts_go_back_often_enough_to_test_it() -> None:
             verifier.finish()
             retaken += bool(verifier.retaken)
     assert retaken >= 30
+
+
+def test_a_host_decided_by_another_twin_version_is_taken_without_guessing() -> None:
+    """Its rounds were decided by other rules: guessing them would only mean going back."""
+    older = rechain([line.replace('"twin_version":"0.1.0"', '"twin_version":"0.0.9"') for line in FRAMED])
+    assert older != FRAMED
+    verifier = Verifier()
+    for position, line in enumerate(older, start=1):
+        verifier.feed(position, line.encode())
+    found = verifier.finish().to_dict()
+    assert verifier.retaken == verifier.planned == 0
+    assert found == verify(older, guess=False).to_dict()
+    assert any("decided by twin 0.0.9" in note for note in found["notes"])
