@@ -262,7 +262,7 @@ class Verifier:
             return False
         pending = self.runs.get(host)
         if pending is not None and len(pending[0].at) >= MAX_RUN:
-            self._fold_runs()
+            self._fold_runs(host)
             pending = None
         if pending is None:
             pending = self.runs[host] = (Run(state), [])
@@ -300,7 +300,7 @@ class Verifier:
             state.last_at_ms = state.last_round_ms = at_ms
         else:
             if pending is not None:
-                self._fold_runs()
+                self._fold_runs(host)
             self._guessed(state, (at_ms, body if recorded is not None else None, recorded))
         found.inputs += 1
         found.decisions += len(recorded.decisions) if recorded is not None else 0
@@ -335,13 +335,16 @@ class Verifier:
         frames.fold_many(list(self.frames.values()))
         self.frames.clear()
 
-    def _fold_runs(self) -> None:
-        """Fold every host's run of frames, and keep what each guessed round after them reads. A
-        run its host refuses is left unfolded: the host takes its lines again without guessing."""
-        if not self.runs:
+    def _fold_runs(self, host: str | None = None) -> None:
+        """Fold every host's run of frames (or only ``host``'s: one run costs less than many, and
+        the others can grow), and keep what each guessed round after them reads. A run its host
+        refuses is left unfolded: the host takes its lines again without guessing."""
+        if host is not None:
+            runs = {host: self.runs.pop(host)}
+        elif not self.runs:
             return
-        runs = self.runs
-        self.runs = {}
+        else:
+            runs, self.runs = self.runs, {}
         for (host, (run, guesses)), after in zip(runs.items(), fold_runs([run for run, _ in runs.values()])):
             if after is None:
                 self.doubtful.add(host)
