@@ -369,13 +369,7 @@ class Verifier:
         result = self.result
         for host, window in windows.items():
             if host not in wrong:
-                found = window.found
-                result.inputs += found.inputs
-                result.decisions += found.decisions
-                result.mismatches += found.mismatches
-                result.rejected += found.rejected
-                result.versions.update(found.versions)
-                result.policies.update(found.policies)
+                result.take(window.found)
                 continue
             self.retaken += 1
             self.twin.hosts[host] = window.state

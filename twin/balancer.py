@@ -175,7 +175,7 @@ def plan(state: HostState, at_ms: int, policy: str | None = None) -> Decisions:
     decisions.head += a.ending
     if a.snapshot is None:
         return decisions
-    name, params, free, idx, s = a.policy, a.params, a.free_mib, a.idx, a.snapshot
+    params, free, idx, s = a.params, a.free_mib, a.idx, a.snapshot
     names = state.vms.names
     sub = state.vms.rows[idx]
     assigned, demand, paged = s.assigned, s.demand, sub[:, Col.PAGING]

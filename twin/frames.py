@@ -18,7 +18,7 @@ from .errors import Rejected
 from .events import StatusFrame
 from .state import NO_DATA, PRESSURE_WINDOW, Col, HostState
 
-__all__ = ["FrameCheck", "check", "fold", "fold_many", "SURPLUS_SLACK_PERCENT"]
+__all__ = ["FrameCheck", "check", "fold", "fold_many", "measure", "SURPLUS_SLACK_PERCENT"]
 
 SURPLUS_SLACK_PERCENT = 10
 """A VM counts as holding surplus once assigned exceeds ideal by this much (see balancer)."""
@@ -86,6 +86,19 @@ def check(state: HostState, frame: StatusFrame) -> FrameCheck | None:
     return FrameCheck(idx[keep], at[keep], rejected, int(late.sum()), sub[keep], pairs[keep, 0], available[keep])
 
 
+def measure(rows: np.ndarray, committed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each report's demand, pressure and whether its VM holds surplus, from the report's committed
+    memory and its VM's ``rows`` (one row per report)."""
+    assigned = rows[:, Col.ASSIGNED]
+    ballooned = rows[:, Col.VISIBLE] - assigned - rows[:, Col.PAGING]
+    demand = np.maximum(0, committed - ballooned)
+    pressure = (200 * demand + assigned) // (2 * np.maximum(assigned, 1))
+    pressure[assigned <= 0] = 0
+    wanted = -(-demand * (100 + rows[:, Col.BUFFER_PERCENT]) // 100)
+    ideal = np.minimum(np.maximum(wanted, rows[:, Col.MINIMUM]), rows[:, Col.MAXIMUM])
+    return demand, pressure, 100 * assigned > (100 + SURPLUS_SLACK_PERCENT) * ideal
+
+
 def fold(state: HostState, frame: StatusFrame, checked: FrameCheck) -> None:
     """Fold the reports ``check`` kept (see ``twin.host._status_reported`` for each step's meaning)."""
     fold_many([(state, frame.at_ms, checked)])
@@ -113,15 +126,8 @@ def fold_many(folds: Sequence[tuple[HostState, int, FrameCheck]]) -> None:
                           zip(folds, bounds, bounds[1:])]) if len(folds) > 1 else \
         folds[0][0].vms.history[folds[0][2].rows, slot]
     dropped = np.where(count >= PRESSURE_WINDOW, old, 0)
-    assigned = sub[:, Col.ASSIGNED]
-    ballooned = sub[:, Col.VISIBLE] - assigned - sub[:, Col.PAGING]
-    demand = np.maximum(0, committed - ballooned)
-    pressure = (200 * demand + assigned) // (2 * np.maximum(assigned, 1))
-    pressure[assigned <= 0] = 0
-    wanted = -(-demand * (100 + sub[:, Col.BUFFER_PERCENT]) // 100)
-    ideal = np.minimum(np.maximum(wanted, sub[:, Col.MINIMUM]), sub[:, Col.MAXIMUM])
+    demand, pressure, surplus = measure(sub, committed)
     since = sub[:, Col.SURPLUS_SINCE]
-    surplus = 100 * assigned > (100 + SURPLUS_SLACK_PERCENT) * ideal
     sub[:, Col.SURPLUS_SINCE] = np.where(surplus, np.where(since == NO_DATA, at, since), NO_DATA)
     sub[:, Col.COMMITTED] = committed
     sub[:, Col.AVAILABLE] = available

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .frames import SURPLUS_SLACK_PERCENT
+from .frames import measure
 from .state import NO_DATA, PRESSURE_WINDOW, Col, HostState
 
 __all__ = ["Run", "fold_runs", "MAX_RUN"]
@@ -71,14 +71,7 @@ def fold_runs(runs: list[Run]) -> list[np.ndarray | None]:
     refused = (at < previous) | (at < rows[:, Col.STARTED_AT]) | (available > rows[:, Col.VISIBLE])
     bad = np.bincount(run_of[refused], minlength=len(runs)) > 0 if refused.any() else np.zeros(len(runs), bool)
 
-    assigned = rows[:, Col.ASSIGNED]
-    ballooned = rows[:, Col.VISIBLE] - assigned - rows[:, Col.PAGING]
-    demand = np.maximum(0, committed - ballooned)
-    pressure = (200 * demand + assigned) // (2 * np.maximum(assigned, 1))
-    pressure[assigned <= 0] = 0
-    wanted = -(-demand * (100 + rows[:, Col.BUFFER_PERCENT]) // 100)
-    ideal = np.minimum(np.maximum(wanted, rows[:, Col.MINIMUM]), rows[:, Col.MAXIMUM])
-    surplus = 100 * assigned > (100 + SURPLUS_SLACK_PERCENT) * ideal
+    demand, pressure, surplus = measure(rows, committed)
 
     count = rows[:, Col.PRESSURE_COUNT] + frame_of
     slot = count % PRESSURE_WINDOW

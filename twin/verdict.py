@@ -219,6 +219,15 @@ class Verification:
         wrong = sum(1 for m in self.mismatches if m.recorded != "nothing")
         return max(self.decisions - wrong, 0)
 
+    def take(self, found: Verification) -> None:
+        """Add what ``found`` found in other lines: counts, mismatches, rejections, versions, policies."""
+        self.inputs += found.inputs
+        self.decisions += found.decisions
+        self.mismatches += found.mismatches
+        self.rejected += found.rejected
+        self.versions.update(found.versions)
+        self.policies.update(found.policies)
+
     def tail_lines(self) -> int:
         return sum(c.tail_lines for c in self.coverage.values())
 
@@ -347,14 +356,10 @@ def merge(parts: Iterable[Verification]) -> Verification:
     rejected: dict[tuple[int | None, str], Rejected] = {}
     signature: dict[tuple[int, str, str, int], SignatureProblem] = {}
     for part in parts:
+        out.take(part)
         out.events += part.events
-        out.inputs += part.inputs
-        out.decisions += part.decisions
         out.chained += part.chained
         out.unchained += part.unchained
-        out.mismatches += part.mismatches
-        out.versions.update(part.versions)
-        out.policies.update(part.policies)
         out.heads.update(part.heads)
         chain.update({(p.position, p.host, p.kind): p for p in part.chain})
         rejected.update({(r.position, r.describe()): r for r in part.rejected})
