@@ -38,7 +38,7 @@ from .events import (
     trusted,
 )
 from .host import check_clock, fold_round
-from .log import decode, encode, peek
+from .log import AnyEvent, decode, encode, peek
 from .rounds import plan_many
 from .runs import MAX_RUN, Run, fold_runs
 from .signing import CheckpointCheck
@@ -104,9 +104,9 @@ class Verifier:
 
     Frames and rounds wait until their host's next line (or the end) and are then re-derived for
     all waiting hosts together, as the worker does (``twin.batch``). A round the log says decided
-    nothing (a ``balanced`` frame, an empty ``balancer.round``) is only guessed to: its host goes
-    on at once, and the guessed rounds of many hosts and times are planned together later
-    (``_resolve``). Where a guess was wrong, the host goes back to where its guessing began and
+    nothing (a ``balanced`` frame, an empty ``balancer.round``), or decided what it recorded, is
+    only guessed to: its host goes on at once, its frames fold in runs (``twin.runs``), and the
+    guessed rounds of many hosts and times are planned together later (``_resolve``). Where a guess was wrong, the host goes back to where its guessing began and
     takes its lines again without guessing: the findings are those of taking every line in turn."""
 
     def __init__(self, heads: dict[str, str] | None = None, checkpoints: CheckpointCheck | None = None,
@@ -176,9 +176,18 @@ class Verifier:
     def _line(self, position: int, host: str, body: bytes, found: Verification, guess: bool) -> None:
         """A chained line of ``host``: what it shows goes to ``found``."""
         is_round = b'"type":"balancer.round"' in body
-        if guess and host not in self.rounds and (self._guess_round(position, host, body, found) if is_round
-                                                  else self._guess_frame(position, host, body, found)):
+        guess = guess and host not in self.rounds
+        if guess and is_round and self._guess_round(position, host, body, found):
             return
+        event: AnyEvent | None = None
+        if guess and not is_round and host not in self.frames and b'"type":"guest.status_frame"' in body:
+            try:  # decoded once, for the guess and, if it is not guessed, for the usual way
+                event = decode(body, position)
+            except Rejected as bad:
+                found.rejected.append(bad)
+                return
+            if isinstance(event, StatusFrame) and self._guess_frame(position, host, event, found):
+                return
         if host in self.rounds or host in self.runs or (host in self.frames and not is_round) \
                 or len(self.rounds) >= WAITING_ROUNDS:
             self.flush()  # this host's waiting work first (a round may follow its frame's waiting fold)
@@ -189,11 +198,12 @@ class Verifier:
             found.decisions += 1
             _recorded(found, position, host, body, self.pending)
             return
-        try:
-            event = decode(body, position)
-        except Rejected as bad:
-            found.rejected.append(bad)
-            return
+        if event is None:
+            try:
+                event = decode(body, position)
+            except Rejected as bad:
+                found.rejected.append(bad)
+                return
         if is_decision(event):  # a decision line not as dmtwin writes it
             found.decisions += 1
             _compare(found, position, event.host, event, self.pending)
@@ -243,18 +253,12 @@ class Verifier:
         self.frames[frame.host] = (state, frame.at_ms, checked)
         return True
 
-    def _guess_frame(self, position: int, host: str, body: bytes, found: Verification) -> bool:
+    def _guess_frame(self, position: int, host: str, frame: StatusFrame, found: Verification) -> bool:
         """A frame reporting every VM of its host once: it joins the host's run of frames to fold
         together (``twin.runs``), and a ``balanced`` frame's round is guessed (False: take the line
         the usual way)."""
-        if b'"type":"guest.status_frame"' not in body or host in self.frames:
-            return False
-        try:
-            frame = decode(body, position)
-        except Rejected:
-            return False
         state = self.twin.hosts[host]
-        if not isinstance(frame, StatusFrame) or frame.host != host or len(frame.reports) != len(state.vms):
+        if frame.host != host or len(frame.reports) != len(state.vms):
             return False
         index = state.vms.index
         rows = [index.get(report.vm, -1) for report in frame.reports]
