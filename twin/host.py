@@ -251,6 +251,8 @@ def apply_frame(state: HostState, frame: StatusFrame) -> list[tuple[int, Rejecte
 
 def _status_frame(state: HostState, frame: StatusFrame) -> None:
     """A frame from the log: all of its reports are accepted, or it is refused as a whole."""
+    if frame.balanced:  # its round's tick must be in order too, before anything folds
+        check_clock(state, frame.at_ms)
     checked = frames.check(state, frame)
     if checked is None:
         seen: set[str] = set()

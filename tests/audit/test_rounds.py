@@ -8,7 +8,7 @@ from twin.audit import verify
 from twin.explain import explain
 from twin.chain import Chainer
 from twin.engine import Twin
-from twin.events import EVENT_ADAPTER, BalancerRound, StatusFrame
+from twin.events import EVENT_ADAPTER, BalancerRound, BalancerTicked, StatusFrame
 from twin.chain import unchained
 from twin.log import decode, encode, replay
 from twin.scenario import simulate
@@ -208,3 +208,23 @@ def test_the_worker_dead_letters_an_input_frame_that_says_its_round_ran() -> Non
     [letter] = out.dead_letters
     said = json.loads(letter.value)
     assert (said["field"], said["value"]) == ("balanced", True) and "cannot say" in said["reason"]
+
+
+def test_a_marked_frame_behind_its_host_clock_is_refused_and_changes_nothing() -> None:
+    """A ``balanced`` frame's round ticks the host's clock: a frame behind it is refused as a
+    whole, before any of its reports folds."""
+    lines = worker_log()
+    twin = replay(lines).twin
+    state = next(iter(twin.hosts.values()))
+    frame = next(decode(line) for line in reversed(lines) if '"balanced":true' in line and f'"host":"{state.name}"' in line)
+    ahead = state.last_at_ms + 5000
+    twin.apply(BalancerTicked(at_ms=ahead, host=state.name))  # the host's clock, past its VMs' last reports
+    behind = frame.model_copy(update={"at_ms": ahead - 2000})
+    before = state.to_bytes()
+    try:
+        twin.apply(behind)
+    except Exception as error:  # noqa: BLE001 - the refusal is what is tested
+        assert getattr(error, "field", None) == "at_ms"
+    else:
+        raise AssertionError("a marked frame behind its host's clock was accepted")
+    assert state.to_bytes() == before
