@@ -148,10 +148,11 @@ def bare_consumer(bootstrap: str, topics: Topics, run: Load, timeout_s: float = 
 TELEMETRY_TYPES = ("guest.status", "guest.status_frame")
 
 
-def telemetry_window(log: list[Any]) -> tuple[float, int]:
-    """(seconds, entries) between the first and the last telemetry entry of the event log, on
-    the records' timestamps (the worker's transactions stamp them as they are sent)."""
-    stamps = [r.timestamp for r in log if json.loads(r.value).get("type") in TELEMETRY_TYPES]
+def telemetry_window(log: list[Any], since_ms: int = 0) -> tuple[float, int]:
+    """(seconds, entries) between the first and the last telemetry entry of the event log (of
+    those stamped at ``since_ms`` or later), on the records' timestamps (the worker's transactions
+    stamp them as they are sent)."""
+    stamps = [r.timestamp for r in log if r.timestamp >= since_ms and json.loads(r.value).get("type") in TELEMETRY_TYPES]
     if len(stamps) < 2:
         return float("nan"), len(stamps)
     return (max(stamps) - min(stamps)) / 1000, len(stamps)

@@ -6,8 +6,8 @@
 - ``latency``: the feeder at real time (one frame per host per second, the simulated guests
   answering) into a running worker; the delay from each frame's record timestamp to the record
   timestamp of each command its round caused;
-- ``scaling``: one or two worker processes in one group, hosts joined, then the telemetry sent as
-  fast as the broker takes it; their reports/s from the event log's timestamps.
+- ``scaling``: one or two worker processes in one group read one backlog (hosts joined first);
+  their reports/s from the event log's timestamps, and the CPU each worker and the broker used.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,42 +163,72 @@ def latency(bootstrap: str, hosts: int, vms: int, seconds: int, warmup_s: int, w
 
 @dataclass
 class Scaling:
+    """One run of the group on one backlog, counted from the moment every worker served hosts."""
+
     workers: int
     seconds: float
-    produce_rate: float
+    frames: int
+    """Telemetry entries the group logged in those ``seconds``."""
+    worker_cpu_s: list[float]
+    """CPU-seconds each worker process used meanwhile."""
+    broker_cpu_s: float | None
+    """The broker's CPU-seconds meanwhile (None: a broker this run did not start)."""
 
 
-def scaling(bootstrap: str, run: Load, workers: int, workdir: Path, tag: str, timeout_s: float) -> Scaling:
-    """``workers`` worker processes in one group on 4 partitions; telemetry sent once every
-    worker serves hosts of its own; seconds between the first and the last telemetry entry."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU-seconds a live process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scaling(bootstrap: str, run: Load, workers: int, workdir: Path, tag: str, timeout_s: float,
+            broker_pid: int | None = None) -> Scaling:
+    """``workers`` worker processes in one group on 4 partitions read one backlog of telemetry,
+    as ``throughput`` does: the hosts join first (one worker, then it stops), the telemetry goes
+    in, then the group starts at once, so that the load generator is out of the window. The first
+    worker up takes every partition until the others join (the broker does not wait for them),
+    so the window and the CPU counts start when every worker serves hosts of its own."""
     app_id, topics = fresh(bootstrap)
     produce(bootstrap, topics.host_events, run.lifecycle)
+    joiner = WorkerProcess(bootstrap, workdir / f"scale-{tag}-join", app_id, topics, partitions=PARTITIONS).start()
+    try:
+        wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
+    finally:
+        joiner.stop()
+    produce(bootstrap, topics.telemetry, run.telemetry)
     group = [WorkerProcess(bootstrap, workdir / f"scale-{tag}-{n}", app_id, topics, partitions=PARTITIONS)
              for n in range(workers)]
     try:
-        for worker in group:
-            worker.start()
-        deadline = time.monotonic() + 120
-        while True:  # the group settled: every host served, by every worker
-            try:
-                served = [len(worker.hosts()) for worker in group]
-            except Exception:  # the web server not up yet
-                served = [0]
-            if all(served) and sum(served) == run.hosts:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"workers serve {served} of {run.hosts} hosts")
-            time.sleep(0.5)
-        wait_until_consumed(bootstrap, app_id, topics, timeout_s=120)
-        rate = produce(bootstrap, topics.telemetry, run.telemetry)
+        with ThreadPoolExecutor(workers) as starting:
+            list(starting.map(WorkerProcess.start, group))
+        settled_ms = _settled(group, run.hosts)
+        pids = [worker.process.pid for worker in group if worker.process is not None]
+        before = [cpu_seconds(pid) for pid in pids + ([broker_pid] if broker_pid else [])]
         wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
+        used = [cpu_seconds(pid) - b for pid, b in zip(pids + ([broker_pid] if broker_pid else []), before)]
     finally:
         for worker in group:
             worker.stop()
-    seconds, folded = telemetry_window(read_records(bootstrap, topics.event_log, timeout_s=300))
-    if folded != len(run.telemetry):
-        print(f"    ({tag}: {folded} of {len(run.telemetry)} telemetry messages logged)", flush=True)
-    return Scaling(workers, seconds, rate)
+    seconds, frames = telemetry_window(read_records(bootstrap, topics.event_log, timeout_s=300), settled_ms)
+    if frames < len(run.telemetry) / 2:
+        print(f"    ({tag}: only {frames} of {len(run.telemetry)} telemetry messages after the group settled)", flush=True)
+    return Scaling(workers, seconds, frames, used[:workers], used[workers] if broker_pid else None)
+
+
+def _settled(group: list[WorkerProcess], hosts: int, timeout_s: float = 120) -> int:
+    """Wait until every worker of ``group`` serves hosts and together they serve all ``hosts``;
+    the time then, in ms since the epoch (the clock of the records' timestamps, on this machine)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            served = [len(worker.hosts()) for worker in group]
+        except (OSError, ValueError):  # a web server not answering yet
+            served = [0]
+        if all(served) and sum(served) == hosts:
+            return int(time.time() * 1000)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers serve {served} of {hosts} hosts")
+        time.sleep(0.2)
 
 
 def load_average() -> str:
