@@ -9,6 +9,7 @@ vs parse on a million-event log, with peak memory, is benchmarks/bench_audit.py.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -150,6 +151,38 @@ def batched_rate(hosts: int, seconds: int, batch: int) -> tuple[float, int]:
     return reports / best, entries
 
 
+def processor_rate(vms: int, frames: bool, hosts: int, messages: int, batch: int) -> tuple[float, float]:
+    """The worker's own work per telemetry message, in process and without Kafka
+    (``streams.worker.processor``: decode, fold, rounds, chained log lines, commands), on the
+    messages bench_pipeline.py sends, folded ``batch`` at a time as one partition's transactions
+    fold them. Returns (reports/s, µs per message), the best of three."""
+    from benchmarks.pipeline_load import Shape, load
+    from streams.worker.processor import HostProcessor, Source, decode
+
+    run = load(Shape("", vms, frames), hosts, messages)
+    processor = HostProcessor()
+    best = float("inf")
+    thresholds = gc.get_threshold()
+    gc.freeze()  # as the worker collects garbage (streams.worker.app.tune_gc)
+    gc.set_threshold(20_000, 20, 20)
+    for _ in range(3):
+        records: dict = {}
+
+        def fold(items: list[tuple[str, bytes]], topic: str, first: int) -> None:
+            decoded = [decode(key.encode(), value, Source(topic, 0, first + n)) for n, (key, value) in enumerate(items)]
+            _, working = processor.fold_batch(decoded, lambda host: records[host].copy() if host in records else None)
+            records.update(working)
+
+        fold(run.lifecycle, "host-events", 0)
+        start = time.perf_counter()
+        for first in range(0, len(run.telemetry), batch):
+            fold(run.telemetry[first:first + batch], "telemetry", first)
+        best = min(best, time.perf_counter() - start)
+    gc.set_threshold(*thresholds)
+    gc.unfreeze()
+    return run.reports / best, best / len(run.telemetry) * 1e6
+
+
 def log_lines(events: int) -> list[str]:
     """A realistic log: a dozen-VM host simulated until it has about ``events`` events."""
     seconds = max(10, events // 14)
@@ -193,6 +226,12 @@ def main() -> None:
         rate, entries = batched_rate(args.hosts, args.seconds, batch)
         print(f"  folding each batch of {batch} messages together, as the worker does (twin.batch): "
               f"{rate:,.0f} reports/s, {entries:,} log entries")
+
+    print("the worker's own work in process (decode, fold, rounds, log lines, commands; no Kafka), "
+          f"{args.hosts} hosts, one partition, 500 messages a transaction:")
+    for name, vms, frames in (("per-guest", 12, False), ("frames-12", 12, True), ("frames-50", 50, True)):
+        rate, per_message = processor_rate(vms, frames, args.hosts, 12_000, 500)
+        print(f"  {name:10} {rate:10,.0f} reports/s, {per_message:6.1f} µs per message")
 
     lines = log_lines(args.events)
     parse_s = min(_timed(lambda: [EVENT_ADAPTER.validate_json(line) for line in lines]) for _ in range(3))
