@@ -37,14 +37,16 @@ class EventTimeMerge:
         self.queues = {topic: _Queue() for topic in topics}
         self.max_wait_s = max_wait_s
         self.max_held = max_held
+        self._held = 0  # the worker asks after every message it queues
 
     def push(self, item: Decoded, now: float | None = None) -> None:
         queue = self.queues[item.source.topic]
         queue.items.append((item, time.monotonic() if now is None else now))
         queue.delivered = item.source.offset
+        self._held += 1
 
     def __len__(self) -> int:
-        return sum(len(q.items) for q in self.queues.values())
+        return self._held
 
     def first_held(self, topic: str) -> int | None:
         """Offset of the oldest message of ``topic`` still queued."""
@@ -67,12 +69,14 @@ class EventTimeMerge:
             topic = min(heads, key=lambda t: (heads[t][0].at_ms, t != _first(self.queues)))
             out.append(self.queues[topic].items.popleft()[0])
             held -= 1
+        self._held = held
         return out
 
     def clear(self) -> None:
         for queue in self.queues.values():
             queue.items.clear()
             queue.delivered = -1
+        self._held = 0
 
 
 def _first(queues: dict[str, _Queue]) -> str:

@@ -32,7 +32,14 @@ def test_a_topic_with_records_still_on_the_broker_holds_the_other_for_a_while():
     assert released(merge, {EVENTS: False, TELEMETRY: True}, now=1.0) == []  # telemetry lags: wait
     merge.push(item(TELEMETRY, 0, 40), now=1.0)
     assert released(merge, {EVENTS: False, TELEMETRY: True}, now=1.0) == [(TELEMETRY, 0)]
+    assert len(merge) == 1  # counted, not summed over the queues: the worker asks after every push
     assert released(merge, {EVENTS: False, TELEMETRY: True}, now=2.5) == [(EVENTS, 0)]  # waited enough
+    assert len(merge) == 0
+    merge.push(item(EVENTS, 1, 60), now=3.0)
+    merge.push(item(TELEMETRY, 1, 70), now=3.0)
+    assert len(merge) == 2
+    merge.clear()
+    assert len(merge) == 0 and released(merge, {EVENTS: False, TELEMETRY: False}) == []
 
 
 def test_a_caught_up_topic_holds_nothing():
