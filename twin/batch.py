@@ -37,7 +37,7 @@ class Batch:
         refusals (by index in a frame), and the rounds this message made run first, by host (the
         work waiting when its host had some)."""
         host = message.host
-        earlier = self.flush() if host in self.frames or host in self.due else []
+        earlier = self.settle(host)
         if isinstance(message, StatusFrame):
             entries, rejected = self._frame(message)
         else:
@@ -45,6 +45,11 @@ class Batch:
         if entries and self.twin.due(host, message.at_ms, self.tick_ms):
             self.due[host] = message.at_ms
         return entries, rejected, earlier
+
+    def settle(self, host: str) -> list[tuple[str, BalancerRound]]:
+        """If ``host`` has work waiting, do all the waiting work now (``flush``), so that the host
+        reads as it would one message at a time: before anything reads its clock or its VMs."""
+        return self.flush() if host in self.frames or host in self.due else []
 
     def flush(self) -> list[tuple[str, BalancerRound]]:
         """Fold the waiting frames, then run the due rounds; the rounds, by host."""

@@ -240,14 +240,16 @@ class HostProcessor:
         host = message.host
         in_frame = isinstance(message, StatusFrame)
         record = working.get(host)
+        started = time.perf_counter()
+        earlier = batch.settle(host)  # the host's waiting round moves its clock, which lateness reads
         if record is not None:
             message = self._drop_late(message, record.state, item, out)
-            if message is None:
-                return out
-        started = time.perf_counter()
-        entries, rejected, earlier = batch.add(message)
+        if message is not None:
+            entries, rejected, _ = batch.add(message)
         out.fold_seconds = time.perf_counter() - started
         self._rounds(earlier, working, waiting, out.fold_seconds)  # the waiting work ran first
+        if message is None:
+            return out
         held = in_frame and host in batch.due and len(entries) == 1
         if host in batch.due:
             waiting[host] = (out, list(entries) if held else [])

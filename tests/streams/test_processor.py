@@ -104,6 +104,29 @@ def test_an_input_beyond_the_lateness_is_dead_lettered_as_late_and_changes_nothi
     assert out.dead_letters == [] and len(out.log) == 1  # folded, superseded by newer reports
 
 
+def test_lateness_reads_the_clock_a_round_waiting_in_the_batch_moves():
+    """A round waiting in a batch moves its host's clock before the host's next message is read:
+    a frame late only against that round is dead-lettered in a batch as it is alone (it used to
+    pass the stale clock, and be logged with its reports superseded)."""
+    from streams.worker.processor import decode as decode_message
+
+    processor = HostProcessor(lateness_ms=30_000)
+    stored, _, _ = run(processor, messages()[:60])
+    now = stored.state.last_at_ms + 1000
+
+    def frame(at_ms: int) -> bytes:
+        return StatusFrame(at_ms=at_ms, host="h", reports=[FrameReport(vm="a", committed_mib=5, available_mib=0)]
+                           ).model_dump_json().encode()
+
+    values = [frame(now), frame(now - 30_500)]  # the first makes a round due at ``now``
+    _, alone_log, alone_dead = run(processor, values, stored, start_offset=100)
+    items = [decode_message(b"h", value, Source("in", 0, 100 + k)) for k, value in enumerate(values)]
+    outs, _ = processor.fold_batch(items, lambda host: stored.copy())
+    assert [o.reasons for o in outs] == [[], ["late"]]
+    assert [line for o in outs for line in o.log] == alone_log and len(alone_log) == 1
+    assert [d.value for o in outs for d in o.dead_letters] == [d.value for d in alone_dead]
+
+
 def test_a_huge_message_is_dead_lettered_raw_once_with_its_reason_in_a_header():
     huge = b'{"type": "guest.status", "junk": "' + b"x" * 1_000_000 + b'"}'
     _, out = HostProcessor().process(b"h", huge, Source("in", 0, 7), None)
