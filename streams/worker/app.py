@@ -42,7 +42,7 @@ from twin.state import HostState
 
 from ..ops.pipeline import PipelineMetrics
 from ..ops.serving import twin_registry
-from .ordering import EventTimeMerge
+from .ordering import EventTimeMerge, more_to_come
 from .processor import Decoded, HostProcessor, HostRecord, Outputs, Source, dead_letter, decode
 from ..kafka.settings import Settings
 from .snapshots import MARK_KEY, PartitionSnapshot, load_partition
@@ -182,21 +182,21 @@ class Worker:
                     await asyncio.gather(*(self._commit(part) for part in ready))
             self._room.set()
 
-    def _has_more(self, partition: int) -> Any:
+    def _has_more(self, part: OwnedPartition) -> Any:
         consumer = self.app.consumer
 
         def has_more(topic: str, delivered: int) -> bool:
             try:
-                highwater = consumer.highwater(faust.types.TP(topic, partition))
+                highwater = consumer.highwater(faust.types.TP(topic, part.number))
             except Exception:  # not assigned (any more): nothing to wait for
                 return False
             # Unknown until the partition's first fetch: it may hold the hosts' and VMs' starts
             # that a backlog of telemetry needs first, so wait for it (at most the merge's limit).
-            return highwater is None or highwater > delivered + 1
+            return more_to_come(highwater, delivered, part.snapshot.mark.next.get(f"{topic}:{part.number}", 0))
         return has_more
 
     async def _commit(self, part: OwnedPartition) -> None:
-        released = part.merge.release(self._has_more(part.number))
+        released = part.merge.release(self._has_more(part))
         if not released:
             return
         mark = part.snapshot.mark.copy()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .processor import Decoded
 
-__all__ = ["EventTimeMerge"]
+__all__ = ["EventTimeMerge", "more_to_come"]
 
 
 @dataclass
@@ -77,6 +77,15 @@ class EventTimeMerge:
             queue.items.clear()
             queue.delivered = -1
         self._held = 0
+
+
+def more_to_come(highwater: int | None, delivered: int, committed: int) -> bool:
+    """Whether a topic-partition holds records on the broker that are still to be delivered here:
+    its end (``highwater``, None before the first fetch: perhaps) is beyond both the last offset
+    delivered to this worker and the next offset to process as committed. A restarted worker is
+    delivered nothing of what it committed before, so its last delivered offset alone would keep
+    saying "more" of a caught-up topic, and hold the other topic's messages for ``max_wait_s``."""
+    return highwater is None or highwater > max(delivered + 1, committed)
 
 
 def _first(queues: dict[str, _Queue]) -> str:

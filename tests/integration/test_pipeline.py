@@ -16,6 +16,7 @@ from twin.scenario import Scenario
 
 from .pipeline import (
     WorkerProcess,
+    read_records,
     read_topic,
     run_feed,
     send_raw,
@@ -157,6 +158,33 @@ def test_a_restarted_worker_resumes_from_its_tables_without_losing_or_repeating(
     assert len(keys) == len(set(keys)), "no command was sent twice"
     assert len(keys) == sum(1 for d in result.decisions if d.type != "decision.smart_paging_started"
                             and d.type != "decision.smart_paging_ended")
+
+
+def test_a_restarted_worker_does_not_wait_for_the_host_events_it_had_processed(kafka_bootstrap, worker_factory):
+    """A restarted worker is delivered nothing it committed before. Its caught-up host-events topic
+    must not count as records still to come, or each frame would wait the event-time merge's 2 s
+    for them (it did, after every restart, until the partition's next host event)."""
+    app_id, topics = unique_topics()
+    first = worker_factory(app_id, topics, name="w").start()
+    run_feed(scenario(duration_s=10), kafka_bootstrap, topics, speed=0, drain_s=3)
+    wait_until_quiet(kafka_bootstrap, topics.event_log)
+    first.stop()
+    last_at = max(json.loads(v)["at_ms"] for v in event_log(kafka_bootstrap, topics))
+    second = worker_factory(app_id, topics, name="w").start()
+    deadline = time.monotonic() + 60
+    while "hv-a" not in second.hosts() and time.monotonic() < deadline:  # its partition loaded
+        time.sleep(0.2)
+    frame = {"v": 1, "at_ms": last_at + 1000, "host": "hv-a", "type": "guest.status_frame",
+             "reports": [{"vm": vm, "committed_mib": 400, "available_mib": 0} for vm in ("busy", "idle", "legacy", "web")]}
+    send_raw(kafka_bootstrap, topics.telemetry, [(b"hv-a", json.dumps(frame).encode())])
+    sent = read_records(kafka_bootstrap, topics.telemetry)[-1].timestamp
+    logged = []
+    while not logged and time.monotonic() < deadline:
+        logged = [r.timestamp for r in read_records(kafka_bootstrap, topics.event_log)
+                  if json.loads(r.value)["at_ms"] == frame["at_ms"] and b"guest.status_frame" in r.value]
+        time.sleep(0.2)
+    assert logged, "the frame was logged"
+    assert logged[0] - sent < 1500, f"the frame waited {logged[0] - sent} ms for host events processed before"
 
 
 def test_two_workers_share_hosts_and_one_takes_over_when_the_other_stops(kafka_bootstrap, worker_factory):

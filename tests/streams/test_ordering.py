@@ -1,6 +1,6 @@
 """Event-time order across a partition's two input topics, and the mark that skips redelivery."""
 
-from streams.worker.ordering import EventTimeMerge
+from streams.worker.ordering import EventTimeMerge, more_to_come
 from streams.worker.processor import Decoded, Source
 from streams.worker.snapshots import PartitionMark
 from twin.events import BalancerTicked
@@ -62,3 +62,11 @@ def test_the_mark_skips_what_was_processed_and_reads_back_from_its_bytes():
     again = PartitionMark.from_bytes(mark.to_bytes())
     assert again.seen(Source(TELEMETRY, 0, 2)) and not again.seen(Source(TELEMETRY, 0, 3))
     assert not again.seen(Source(EVENTS, 0, 0))
+
+
+def test_a_topic_caught_up_before_a_restart_has_nothing_more_to_come():
+    # host events 0..9 were processed and committed before the restart: nothing is delivered again
+    assert not more_to_come(highwater=10, delivered=-1, committed=10)
+    assert more_to_come(highwater=11, delivered=-1, committed=10)  # one more was written since
+    assert not more_to_come(highwater=11, delivered=10, committed=10)  # and has been delivered
+    assert more_to_come(highwater=None, delivered=-1, committed=10)  # not fetched yet: perhaps
