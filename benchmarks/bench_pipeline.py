@@ -48,6 +48,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from streams.kafka.broker import LocalKafka  # noqa: E402
 from tests.integration.conftest import free_ports  # noqa: E402
 
+from bench_core import processor_rate  # noqa: E402
 from pipeline_load import SHAPES, Shape, fleet, load  # noqa: E402  (fleet: bench_core.py uses it)
 from pipeline_runs import Scaling, Throughput, latency, load_average, scaling, throughput  # noqa: E402
 
@@ -104,6 +105,15 @@ def print_throughput(results: dict[str, list[Throughput]]) -> None:
     print("\nThroughput, messages/s (min / median):")
     for shape, runs in results.items():
         print(f"  {shape:10} {'':>9} {'':>9}" + "".join(f"  {mm(rates(runs, s, 'messages'))}" for _, s in consumers))
+    print("\nCPU per telemetry message, µs (medians; each in its own window, every thread of its process):")
+    print(f"  {'shape':10} {'floor':>8} {'worker':>8} {'worker - floor':>15} {'in process':>11}  floor/worker")
+    for shape, runs in results.items():
+        floor, worker = (statistics.median(getattr(r, cpu) / len(r.run.telemetry) * 1e6 for r in runs)
+                         for cpu in ("floor_cpu_s", "worker_cpu_s"))
+        run = runs[0].run
+        alone = processor_rate(run.shape.vms, run.shape.frames, run.hosts, len(run.telemetry), 500)[1]
+        print(f"  {shape:10} {floor:>8.0f} {worker:>8.0f} {worker - floor:>15.0f} {alone:>11.0f}  {floor / worker:>11.2f}×")
+    print("  (in process: the worker's decode, fold, rounds, log lines and commands without Kafka, bench_core.py)")
     print("\nRecords the worker produced per input message (median run; inputs = lifecycle + telemetry):")
     print(f"  {'shape':10} {'inputs':>8} {'log':>8} {'commands':>9} {'dead':>6} {'snapshots':>10} {'checkpts':>9}"
           f" {'log/msg':>8} {'records/msg':>12} {'per telemetry msg':>18}")

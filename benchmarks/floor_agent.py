@@ -9,8 +9,9 @@ plus:
 
 - ``FLOOR_EXPECT``: telemetry messages to wait for;
 - ``FLOOR_RESULT``: a JSON file written once they are all seen:
-  ``{"seconds", "telemetry", "other", "differences"}``; ``seconds`` runs from the first telemetry
-  message the agent sees to the last, and ``differences`` lists every Faust setting in which this
+  ``{"seconds", "cpu_seconds", "telemetry", "other", "differences"}``; ``seconds`` runs from the
+  first telemetry message the agent sees to the last, ``cpu_seconds`` is the process's CPU time
+  (every thread) meanwhile, and ``differences`` lists every Faust setting in which this
   app differs from the worker's (beyond its id, ports and directories), so a drift shows.
 
 Run: ``python benchmarks/floor_agent.py worker --loglevel info`` (FloorProcess in
@@ -46,19 +47,20 @@ def build(settings: Any) -> Any:
     expect = int(os.environ.get("FLOOR_EXPECT", "0"))
     result = os.environ.get("FLOOR_RESULT", "")
     counts = {"telemetry": 0, "other": 0}
-    clock = {"first": 0.0, "last": 0.0}
+    clock = {"first": 0.0, "first_cpu": 0.0, "last": 0.0}
 
     @app.agent(inputs, concurrency=1)
     async def floor(stream: Any) -> None:
         tune_gc()  # the worker's process settings too, so that the floor is Faust's own cost alone
         async for event in stream.events():
             if event.message.topic == topics.telemetry:
-                now = time.perf_counter()
+                now, cpu = time.perf_counter(), time.process_time()
                 clock["first"] = clock["first"] or now
+                clock["first_cpu"] = clock["first_cpu"] or cpu
                 clock["last"] = now
                 counts["telemetry"] += 1
                 if counts["telemetry"] == expect and result:
-                    write(result, clock["last"] - clock["first"], counts, drift)
+                    write(result, clock["last"] - clock["first"], cpu - clock["first_cpu"], counts, drift)
             else:
                 counts["other"] += 1
 
@@ -66,8 +68,9 @@ def build(settings: Any) -> Any:
     return app
 
 
-def write(path: str, seconds: float, counts: dict[str, int], diff: dict[str, Any]) -> None:
-    Path(path + ".tmp").write_text(json.dumps({"seconds": seconds, **counts, "differences": diff}))
+def write(path: str, seconds: float, cpu_seconds: float, counts: dict[str, int], diff: dict[str, Any]) -> None:
+    Path(path + ".tmp").write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, **counts,
+                                               "differences": diff}))
     os.replace(path + ".tmp", path)
 
 

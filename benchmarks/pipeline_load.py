@@ -152,10 +152,15 @@ def telemetry_window(log: list[Any], since_ms: int = 0) -> tuple[float, int]:
     """(seconds, entries) between the first and the last telemetry entry of the event log (of
     those stamped at ``since_ms`` or later), on the records' timestamps (the worker's transactions
     stamp them as they are sent)."""
+    first, last, entries = telemetry_stamps(log, since_ms)
+    return (last - first) / 1000 if entries >= 2 else float("nan"), entries
+
+
+def telemetry_stamps(log: list[Any], since_ms: int = 0) -> tuple[int, int, int]:
+    """(first, last, entries): the timestamps, in ms, of the first and the last telemetry entry of
+    the event log stamped at ``since_ms`` or later, and how many there are."""
     stamps = [r.timestamp for r in log if r.timestamp >= since_ms and json.loads(r.value).get("type") in TELEMETRY_TYPES]
-    if len(stamps) < 2:
-        return float("nan"), len(stamps)
-    return (max(stamps) - min(stamps)) / 1000, len(stamps)
+    return (min(stamps), max(stamps), len(stamps)) if stamps else (0, 0, 0)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from streams.kafka.topics import Topics
 from tests.integration.pipeline import (ROOT, WorkerProcess, read_records, run_feed, unique_topics,
                                         wait_until_consumed)
 
-from pipeline_load import Load, bare_consumer, fleet, outputs, produce, telemetry_window
+from pipeline_load import Load, bare_consumer, fleet, outputs, produce, telemetry_stamps, telemetry_window
 
 PARTITIONS = 4
 
@@ -65,6 +66,10 @@ class Throughput:
     bare_s: float
     floor_s: float
     worker_s: float
+    floor_cpu_s: float
+    """The floor's CPU-seconds in its window (every thread of its process)."""
+    worker_cpu_s: float
+    """The worker's CPU-seconds in its window (sampled; 10 ms ticks)."""
     log_entries: int = 0
     commands: int = 0
     dead_letters: int = 0
@@ -105,17 +110,22 @@ def throughput(bootstrap: str, run: Load, workdir: Path, tag: str, timeout_s: fl
     finally:
         floor.stop()
     worker.start()
+    assert worker.process is not None
+    sampler = CpuSampler(worker.process.pid)
     try:
         wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
     finally:
+        sampler.stop()
         worker.stop()
     out = outputs(bootstrap, topics, app_id)
     worker_s, folded = telemetry_window(out.log)
+    first_ms, last_ms, _ = telemetry_stamps(out.log)
     if folded != len(run.telemetry):
         print(f"    ({tag}: the worker logged {folded} of {len(run.telemetry)} telemetry messages, "
               f"{out.dead_letters} dead letters, e.g. {out.reasons.most_common(3)})", flush=True)
-    return Throughput(run, bare_s, result["seconds"], worker_s, len(out.log), out.commands, out.dead_letters,
-                      out.snapshots, out.checkpoints, result.get("differences", {}))
+    return Throughput(run, bare_s, result["seconds"], worker_s, result["cpu_seconds"], sampler.between(first_ms, last_ms),
+                      len(out.log), out.commands, out.dead_letters, out.snapshots, out.checkpoints,
+                      result.get("differences", {}))
 
 
 @dataclass
@@ -179,6 +189,33 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU-seconds a live process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """A process's CPU-seconds sampled every ``every_s`` in a thread, so that the CPU it used
+    between two timestamps of its records (ms since the epoch) can be read afterwards."""
+
+    def __init__(self, pid: int, every_s: float = 0.02) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(pid, every_s), daemon=True)
+        self._thread.start()
+
+    def _sample(self, pid: int, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self.samples.append((time.time() * 1000, cpu_seconds(pid)))
+            except OSError:  # the process is gone
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, first_ms: float, last_ms: float) -> float:
+        """CPU-seconds used from ``first_ms`` to ``last_ms`` (the nearest samples inside)."""
+        inside = [cpu for at, cpu in self.samples if first_ms <= at <= last_ms]
+        return inside[-1] - inside[0] if len(inside) >= 2 else float("nan")
 
 
 def scaling(bootstrap: str, run: Load, workers: int, workdir: Path, tag: str, timeout_s: float,
