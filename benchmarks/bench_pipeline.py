@@ -67,11 +67,11 @@ def options() -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=int, help="seconds of paced load (60; quick 12)")
     parser.add_argument("--latency-warmup", type=int, default=5, help="first seconds left out of the percentiles")
     parser.add_argument("--scaling-hosts", type=int, help="hosts of the scaling runs (40; quick 16)")
-    parser.add_argument("--scaling-messages", type=int, help="frames of 12 VMs per scaling run (30000; quick 1500)")
+    parser.add_argument("--scaling-messages", type=int, help="frames of 12 VMs per scaling run (30000; quick 8000)")
     parser.add_argument("--parts", default="throughput,latency,scaling,signing", help="which to run, in this order")
     parser.add_argument("--timeout", type=float, default=900, help="longest wait for any one consumer, s")
     args = parser.parse_args()
-    defaults = dict(reps=3, hosts=8, messages=1500, latency_seconds=12, scaling_hosts=16, scaling_messages=1500) \
+    defaults = dict(reps=3, hosts=8, messages=1500, latency_seconds=12, scaling_hosts=16, scaling_messages=8000) \
         if args.quick else dict(reps=3, hosts=40, messages=12000, latency_seconds=60, scaling_hosts=40,
                                 scaling_messages=30000)
     for name, value in defaults.items():
@@ -162,6 +162,9 @@ def run_scaling(bootstrap: str, args: argparse.Namespace, workdir: Path) -> None
         broker = " ".join(f"{d.broker_cpu_s:.1f}" for d in done if d.broker_cpu_s is not None)
         print(f"  {workers} worker{'s' if workers > 1 else ' '}: {mm([d.frames * shape.vms / d.seconds for d in done])}"
               f"   worker CPU-s {cpu}{f'; broker CPU-s {broker}' if broker else ''}", flush=True)
+    if any(d.frames < 2 for done in by_count.values() for d in done):
+        print("  (too few frames read after the group settled for a figure: give more --scaling-messages)")
+        return
     wall = {n: statistics.median(d.frames * shape.vms / d.seconds for d in done) for n, done in by_count.items()}
     print(f"  two workers / one: {wall[2] / wall[1]:.2f}× (medians)")
     # Each worker's CPU time bounds how fast it could go on a core of its own: the group is done

@@ -88,18 +88,25 @@ def fresh(bootstrap: str) -> tuple[str, Topics]:
     return app_id, topics
 
 
+def joined(bootstrap: str, run: Load, data_dir: Path, timeout_s: float) -> tuple[str, Topics, WorkerProcess]:
+    """Topics of a run's own, with its hosts and VMs joined: a worker folds the lifecycle, then
+    stops. The app id, the topics and that (stopped) worker."""
+    app_id, topics = fresh(bootstrap)
+    produce(bootstrap, topics.host_events, run.lifecycle)
+    worker = WorkerProcess(bootstrap, data_dir, app_id, topics, partitions=PARTITIONS).start()
+    try:
+        wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
+    finally:
+        worker.stop()
+    return app_id, topics, worker
+
+
 def throughput(bootstrap: str, run: Load, workdir: Path, tag: str, timeout_s: float,
                key: Path | None = None) -> Throughput:
     """The hosts and VMs join first (a worker folds them, then stops); then the telemetry goes in
     as a backlog, which the bare consumer, the floor and the worker (started again) read in turn,
     so that each consumer's window holds the telemetry alone."""
-    app_id, topics = fresh(bootstrap)
-    produce(bootstrap, topics.host_events, run.lifecycle)
-    worker = WorkerProcess(bootstrap, workdir / f"worker-{tag}", app_id, topics, partitions=PARTITIONS).start()
-    try:
-        wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
-    finally:
-        worker.stop()
+    app_id, topics, worker = joined(bootstrap, run, workdir / f"worker-{tag}", timeout_s)
     if key is not None:  # the worker signs a checkpoint of each chain it extends, per transaction
         worker.env["DMTWIN_KEY"] = str(key)
     produce(bootstrap, topics.telemetry, run.telemetry)
@@ -225,13 +232,7 @@ def scaling(bootstrap: str, run: Load, workers: int, workdir: Path, tag: str, ti
     in, then the group starts at once, so that the load generator is out of the window. The first
     worker up takes every partition until the others join (the broker does not wait for them),
     so the window and the CPU counts start when every worker serves hosts of its own."""
-    app_id, topics = fresh(bootstrap)
-    produce(bootstrap, topics.host_events, run.lifecycle)
-    joiner = WorkerProcess(bootstrap, workdir / f"scale-{tag}-join", app_id, topics, partitions=PARTITIONS).start()
-    try:
-        wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
-    finally:
-        joiner.stop()
+    app_id, topics, _ = joined(bootstrap, run, workdir / f"scale-{tag}-join", timeout_s)
     produce(bootstrap, topics.telemetry, run.telemetry)
     group = [WorkerProcess(bootstrap, workdir / f"scale-{tag}-{n}", app_id, topics, partitions=PARTITIONS)
              for n in range(workers)]
