@@ -247,7 +247,11 @@ def scaling(bootstrap: str, run: Load, workers: int, workdir: Path, tag: str, ti
     finally:
         for worker in group:
             worker.stop()
-    seconds, frames = telemetry_window(read_records(bootstrap, topics.event_log, timeout_s=300), settled_ms)
+    log = read_records(bootstrap, topics.event_log, timeout_s=300)
+    logged = telemetry_stamps(log)[2]
+    if logged != len(run.telemetry):
+        print(f"    ({tag}: {logged} of {len(run.telemetry)} telemetry messages logged)", flush=True)
+    seconds, frames = telemetry_window(log, settled_ms)
     if frames < len(run.telemetry) / 2:
         print(f"    ({tag}: only {frames} of {len(run.telemetry)} telemetry messages after the group settled)", flush=True)
     return Scaling(workers, seconds, frames, used[:workers], used[workers] if broker_pid else None)
