@@ -240,10 +240,11 @@ def scaling(bootstrap: str, run: Load, workers: int, workdir: Path, tag: str, ti
         with ThreadPoolExecutor(workers) as starting:
             list(starting.map(WorkerProcess.start, group))
         settled_ms = _settled(group, run.hosts)
-        pids = [worker.process.pid for worker in group if worker.process is not None]
-        before = [cpu_seconds(pid) for pid in pids + ([broker_pid] if broker_pid else [])]
+        counted = [worker.process.pid for worker in group if worker.process is not None] + \
+            ([broker_pid] if broker_pid else [])  # the workers, then the broker
+        before = [cpu_seconds(pid) for pid in counted]
         wait_until_consumed(bootstrap, app_id, topics, timeout_s=timeout_s)
-        used = [cpu_seconds(pid) - b for pid, b in zip(pids + ([broker_pid] if broker_pid else []), before)]
+        used = [cpu_seconds(pid) - b for pid, b in zip(counted, before)]
     finally:
         for worker in group:
             worker.stop()
