@@ -53,9 +53,14 @@ def report(name: str, books: Books, extra: str = "") -> None:
         print(f"          lost e.g. {books.lost_examples}", flush=True)
 
 
+def from_the_fleet(identity: tuple) -> bool:
+    """Whether an input came from the simulated fleet: the flood's messages name no host."""
+    return identity[1] is not None
+
+
 def settle(bootstrap: str, topics, worker: WorkerProcess) -> Books:
     wait_until_consumed(bootstrap, worker.env["DMTWIN_APP_ID"], topics, timeout_s=600)
-    return audit(bootstrap, topics, worker.hosts)
+    return audit(bootstrap, topics, worker.hosts, ours=from_the_fleet)
 
 
 def start_run(kafka: LocalKafka, data_dir: Path, args: argparse.Namespace

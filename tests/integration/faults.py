@@ -73,10 +73,10 @@ class Books:
 
 
 def audit(bootstrap: str, topics: Topics, live: Callable[[], dict[str, Any]] | None,
-          ours: set[Identity] | None = None, load_s: float = 30) -> Books:
+          ours: Callable[[Identity], bool] | None = None, load_s: float = 30) -> Books:
     """Read the run's topics and balance the books. ``live`` reads the worker's /hosts/ by host
     (asked again for up to ``load_s`` while a restarted worker is still loading its partitions);
-    ``ours`` the identities our own (valid) producers sent, to find valid inputs dead-lettered."""
+    ``ours`` tells the identities our own (valid) producers sent, to find valid inputs dead-lettered."""
     books = Books()
     sent: set[Identity] = set()
     for topic in topics.inputs:
@@ -100,7 +100,7 @@ def audit(bootstrap: str, topics: Topics, live: Callable[[], dict[str, Any]] | N
         dead.update(picked)
         letters[(letter.get("topic"), letter.get("partition"), letter.get("offset"), index)] += 1
         if ours is not None:
-            books.valid_dead_lettered += sum(1 for i in picked if i in ours)
+            books.valid_dead_lettered += sum(1 for i in picked if ours(i))
     books.duplicated += sum(n - 1 for n in letters.values() if n > 1)
     missing = sent - set(logged) - set(dead)
     books.lost = len(missing)
